@@ -1,0 +1,1 @@
+"""Evaluation of the hypernetwork over a coordinate table: PyTorch reference and Triton kernel."""

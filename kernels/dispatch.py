@@ -1,0 +1,68 @@
+"""Pick the backend that evaluates the hypernetwork: Triton on CUDA, the PyTorch reference on CPU.
+
+``backend="auto"`` chooses; ``"torch"`` or ``"triton"`` force one. Asking for Triton where it
+cannot run is an error that says why, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from kernels.reference import INRWeights, inr_mean_reference
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine."""
+
+
+def triton_available() -> tuple[bool, str]:
+    """(usable, reason): Triton needs a CUDA device, or TRITON_INTERPRET=1 for CPU testing."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False, "triton is not installed (pip install 'neumeta-serve[gpu]')"
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        return True, ""
+    return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernel in interpreter mode)"
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "triton" if torch.cuda.is_available() and triton_available()[0] else "torch"
+    if backend == "triton":
+        ok, why = triton_available()
+        if not ok:
+            raise BackendUnavailable(f"backend 'triton' unavailable: {why}; use backend 'torch'")
+    return backend
+
+
+@torch.no_grad()
+def evaluate_mean(
+    backend: str,
+    coords: torch.Tensor,
+    jitter: torch.Tensor,
+    out_scale: torch.Tensor,
+    head_offsets: list[int],
+    weights: INRWeights,
+    num_freqs: int,
+    samples: int,
+    seed: int,
+) -> torch.Tensor:
+    """K-sample mean of the hypernetwork over a table, (N, O) float32 on the CPU."""
+    backend = resolve_backend(backend)
+    if backend == "triton":
+        from kernels.fused_inr import fused_inr_mean  # imported lazily: triton is optional
+
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        args = [t.to(device) for t in (coords, jitter, out_scale)]
+        w = INRWeights(*(t.to(device) for t in weights))
+        return fused_inr_mean(*args, head_offsets, w, num_freqs, samples, seed).cpu()
+    return inr_mean_reference(
+        coords, jitter, out_scale, head_offsets, weights, num_freqs, samples=samples, seed=seed
+    )

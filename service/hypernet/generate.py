@@ -1,0 +1,51 @@
+"""Generate the folded state_dict of a requested width from a checkpoint."""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.dispatch import evaluate_mean, resolve_backend
+from service.errors import InvalidParameter, WidthOutOfRange
+from service.hypernet.checkpoint import MAX_SAMPLES, Checkpoint
+from service.hypernet.coords import CoordTable, coord_table, scatter
+from service.archs import tensor_specs
+
+
+def table_for(ckpt: Checkpoint, width: int) -> CoordTable:
+    m = ckpt.manifest
+    return coord_table(m.scope.value, width, m.in_channels, m.num_classes, m.inr.norm, m.inr.noise)
+
+
+def check_request(ckpt: Checkpoint, width: int, samples: int | None) -> int:
+    """Validate width and K against the checkpoint; returns the K to use."""
+    allowed = ckpt.manifest.widths_allowed
+    if isinstance(width, bool) or not isinstance(width, int) or width not in allowed:
+        raise WidthOutOfRange(
+            f"width {width} is outside {ckpt.manifest.arch}'s allowed range {allowed.min}..{allowed.max}"
+        )
+    k = ckpt.manifest.default_samples if samples is None else samples
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SAMPLES:
+        raise InvalidParameter(f"samples must be an integer in 1..{MAX_SAMPLES}, got {samples}")
+    return k
+
+
+def sample_seed(width: int) -> int:
+    """Noise seed of a width: fixed, so a request always yields the same bytes on a backend."""
+    return 0x5EED0000 + width
+
+
+def generate(
+    ckpt: Checkpoint, width: int, samples: int | None = None, backend: str = "auto"
+) -> dict[str, torch.Tensor]:
+    """Folded state_dict (float32, CPU, state_dict order) of the network at ``width``."""
+    k = check_request(ckpt, width, samples)
+    table = table_for(ckpt, width)
+    out = evaluate_mean(
+        resolve_backend(backend), table.coords, table.jitter, table.out_scale,
+        list(table.head_offsets), ckpt.hypernet.weights(), ckpt.manifest.inr.num_freqs,
+        samples=k, seed=sample_seed(width),
+    )
+    generated = scatter(table, out)
+    m = ckpt.manifest
+    specs = tensor_specs(m.scope, width, m.in_channels, m.num_classes)
+    return {s.name: generated[s.name] if s.role else ckpt.fixed[s.name] for s in specs}

@@ -1,0 +1,76 @@
+"""The implicit hypernetwork: one residual MLP head per tensor role, parameters stacked by head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from kernels.reference import INRWeights, inr_mean_reference
+from service.archs import ROLES
+from service.hypernet.coords import COORD_DIM, CoordTable
+
+
+class HyperNetConfig(BaseModel):
+    """Shape of the INR; stored in every checkpoint's manifest."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    coord_dim: int = Field(COORD_DIM, ge=1)
+    hidden: int = Field(128, ge=1, le=4096)
+    layers: int = Field(3, ge=0, le=64, description="residual hidden layers after the input layer")
+    num_freqs: int = Field(8, ge=0, le=11, description="2^0..2^(F-1); float32 resolves up to ~2^10")
+    out_dim: int = Field(9, ge=1, description="k*k values per (out, in) channel pair")
+    heads: int = Field(len(ROLES), ge=1)
+    norm: float = Field(64.0, gt=0, description="divisor of the tensor-size features")
+    noise: float = Field(1.0, ge=0, description="coordinate noise, in channels")
+    residual_init: float = 0.1
+
+    @property
+    def encoded_dim(self) -> int:
+        return self.coord_dim * (1 + 2 * self.num_freqs)
+
+
+def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+    # PyTorch's default Linear init (kaiming_uniform a=sqrt(5)) reduces to U(+-1/sqrt(fan_in)).
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+class HyperNet(nn.Module):
+    """Maps coordinate-table rows to weight values; see ``kernels.reference`` for the math."""
+
+    def __init__(self, config: HyperNetConfig):
+        super().__init__()
+        self.config = config
+        c, hd, h, layers = config, config.heads, config.hidden, config.layers
+        self.w_in = _uniform((hd, c.encoded_dim, h), c.encoded_dim)
+        self.b_in = _uniform((hd, h), c.encoded_dim)
+        self.w_hidden = _uniform((hd, layers, h, h), h)
+        self.b_hidden = _uniform((hd, layers, h), h)
+        self.res_scale = nn.Parameter(torch.full((hd, layers), c.residual_init))
+        self.w_out = _uniform((hd, h, c.out_dim), h)
+        self.b_out = _uniform((hd, c.out_dim), h)
+
+    def weights(self) -> INRWeights:
+        return INRWeights(
+            self.w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out
+        )
+
+    def forward(
+        self, table: CoordTable, samples: int = 1, seed: int = 0, clean_first: bool = True
+    ) -> torch.Tensor:
+        """Mean of ``samples`` evaluations over the table: (N, out_dim)."""
+        return inr_mean_reference(
+            table.coords, table.jitter, table.out_scale, list(table.head_offsets), self.weights(),
+            self.config.num_freqs, samples=samples, seed=seed, clean_first=clean_first,
+        )
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"heads={c.heads}, hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
+            f"out_dim={c.out_dim}, params={sum(p.numel() for p in self.parameters()):,}"
+        )
