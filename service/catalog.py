@@ -1,0 +1,61 @@
+"""The catalog: checkpoints by the id that requests use as ``arch``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from service.archs import param_count
+from service.errors import CheckpointError, UnknownArch
+from service.hypernet.checkpoint import Checkpoint, load_checkpoint
+
+
+class Catalog:
+    def __init__(self, checkpoints: Iterable[Checkpoint]):
+        self._by_id: dict[str, Checkpoint] = {}
+        for ckpt in checkpoints:
+            arch = ckpt.manifest.arch
+            if arch in self._by_id:
+                raise CheckpointError(f"two checkpoints claim catalog id {arch!r}")
+            self._by_id[arch] = ckpt
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[Path]) -> Catalog:
+        return cls(load_checkpoint(p) for p in paths)
+
+    def get(self, arch: str) -> Checkpoint:
+        try:
+            return self._by_id[arch]
+        except KeyError:
+            known = ", ".join(sorted(self._by_id)) or "none"
+            raise UnknownArch(f"unknown arch {arch!r}; known: {known}") from None
+
+    def ids(self) -> list[str]:
+        return sorted(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def describe(self) -> dict[str, Any]:
+        return {arch: describe(self._by_id[arch]) for arch in self.ids()}
+
+
+def describe(ckpt: Checkpoint) -> dict[str, Any]:
+    """Catalog entry of one checkpoint: what a client needs to choose and use a width."""
+    m = ckpt.manifest
+    lo, hi = m.widths_allowed.min, m.widths_allowed.max
+    return {
+        "family": m.family,
+        "scope": m.scope.value,
+        "dataset": m.dataset,
+        "widths": {"min": lo, "max": hi, "default": m.default_width,
+                   "trained": {"min": m.widths_trained.min, "max": m.widths_trained.max}},
+        "input_shape": [m.in_channels, *m.input_size],
+        "labels": m.labels,
+        "preprocess": m.preprocess.model_dump(),
+        "default_samples": m.default_samples,
+        "checkpoint": ckpt.short_sha,
+        "params": {str(w): param_count(m.scope, w, m.in_channels, m.num_classes) for w in range(lo, hi + 1)},
+        "evaluation": m.evaluation,
+    }
