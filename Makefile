@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+# torch is pinned to the local CPU wheel so no CUDA download ever happens.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install serve test bench clean
+
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev]' -e 'clients/python[onnx]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install  ## serve the shipped checkpoints: embedded cache, CPU, no other services
+	$(VENV)/bin/neumeta serve --host $(HOST) --port $(PORT)
+
+test: install  ## the whole suite, slow tests included (~minutes on 2 cores)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m service.export.bench
+	$(PY) -m kernels.bench --device cpu --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache
