@@ -30,12 +30,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="embedded LRU bound")
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="TTL of Redis entries")
-    lock_ttl_ms: int = Field(30_000, ge=100, description="cross-replica single-flight lock")
+    lock_ttl_ms: int = Field(60_000, ge=100, description="cross-replica single-flight lock; >= generation timeout")
     redis_timeout_s: float = Field(0.5, gt=0, description="socket timeout for Redis calls")
 
     max_concurrent_generations: int = Field(2, ge=1)
     max_queued_generations: int = Field(16, ge=0)
-    generation_timeout_s: float = Field(60.0, gt=0)
+    generation_timeout_s: float = Field(30.0, gt=0)
     retry_after_s: int = Field(2, ge=1)
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)

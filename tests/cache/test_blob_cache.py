@@ -1,0 +1,248 @@
+import asyncio
+import time
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from service.cache import BlobCache, cache_key
+from service.cache.blob_cache import lock_key
+from service.metrics import Metrics
+from service.settings import Settings
+
+KEY = cache_key("g1", "ab" * 32, "torch", "resnet20", 48, "float32", 5)
+BLOB = b"onnx-bytes:" + bytes(range(256)) * 16
+
+
+def settings(redis_url: str | None = None, **overrides) -> Settings:
+    return Settings(redis_url=redis_url, lock_ttl_ms=300, redis_timeout_s=0.5, **overrides)
+
+
+def event(metrics: Metrics, tier: str, name: str) -> float:
+    return metrics.registry.get_sample_value("neumeta_cache_events_total", {"tier": tier, "event": name}) or 0.0
+
+
+class Creator:
+    """An async create() that counts its calls and takes ``delay`` seconds."""
+
+    def __init__(self, blob: bytes = BLOB, delay: float = 0.0):
+        self.blob, self.delay, self.calls = blob, delay, 0
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return self.blob
+
+
+@pytest.fixture
+async def caches():
+    """Factory of BlobCaches (each one a "replica"), all closed at teardown."""
+    made: list[BlobCache] = []
+
+    def make(redis_url: str | None = None, metrics: Metrics | None = None, **overrides) -> BlobCache:
+        cache = BlobCache(settings(redis_url, **overrides), metrics or Metrics(), redis_probe_interval_s=0.1)
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        await cache.aclose()
+
+
+@pytest.fixture
+def raw(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def test_cache_key_is_the_documented_scheme():
+    sha = "0123456789abcdef" + "f" * 48
+    assert cache_key("3", sha, "triton", "resnet20-last", 16, "int8", 1) == (
+        "neumeta:3:0123456789abcdef:triton:resnet20-last:16:int8:1"
+    )
+
+
+def test_lock_shares_the_blob_key_cluster_slot():
+    assert lock_key(KEY) != KEY and KEY in lock_key(KEY)
+    assert key_slot(lock_key(KEY).encode()) == key_slot(KEY.encode())
+
+
+# -- embedded only ---------------------------------------------------------------------------------
+
+
+async def test_without_redis_miss_then_hit(caches):
+    metrics = Metrics()
+    cache = caches(metrics=metrics)
+    create = Creator()
+    assert cache.status() == "disabled" and await cache.ping() == "disabled"
+    assert await cache.get(KEY) is None
+    assert await cache.get_or_create(KEY, create) == (BLOB, "miss")
+    assert await cache.get_or_create(KEY, create) == (BLOB, "hit")
+    assert await cache.get(KEY) == BLOB
+    assert create.calls == 1
+    assert event(metrics, "memory", "hit") == 2
+
+
+async def test_fifty_concurrent_misses_create_once(caches):
+    metrics = Metrics()
+    cache = caches(metrics=metrics)
+    create = Creator(delay=0.05)
+    results = await asyncio.gather(*(cache.get_or_create(KEY, create) for _ in range(50)))
+    assert create.calls == 1
+    assert all(blob == BLOB for blob, _ in results)
+    statuses = [status for _, status in results]
+    assert statuses.count("miss") == 1 and statuses.count("coalesced") == 49
+    assert event(metrics, "memory", "coalesced") == 49
+
+
+async def test_create_failure_reaches_all_waiters_and_is_not_cached(caches):
+    cache = caches()
+    calls = 0
+
+    async def failing() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.02)
+        raise RuntimeError("export failed")
+
+    results = await asyncio.gather(*(cache.get_or_create(KEY, failing) for _ in range(10)), return_exceptions=True)
+    assert calls == 1 and all(isinstance(r, RuntimeError) for r in results)
+    assert await cache.get(KEY) is None
+    assert await cache.get_or_create(KEY, Creator()) == (BLOB, "miss")  # next request retries
+
+
+async def test_create_must_return_bytes(caches):
+    async def wrong() -> bytes:
+        return "not bytes"  # type: ignore[return-value]
+
+    with pytest.raises(TypeError, match="bytes"):
+        await caches().get_or_create(KEY, wrong)
+
+
+# -- with Redis ------------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_redis_miss_then_hit_across_instances(caches, redis_server, raw):
+    first, second = caches(redis_server.url), caches(redis_server.url)
+    create = Creator()
+    assert await first.get_or_create(KEY, create) == (BLOB, "miss")
+    assert raw.exists(KEY) and not raw.exists(lock_key(KEY))  # stored, lock released
+    assert await second.get(KEY) == BLOB  # from Redis ...
+    assert second.memory.get(KEY) == BLOB  # ... promoted into memory
+    third = caches(redis_server.url)
+    assert await third.get_or_create(KEY, create) == (BLOB, "hit")
+    assert create.calls == 1 and first.status() == "ok"
+
+
+@pytest.mark.redis
+async def test_memory_disabled_still_hits_redis(caches, redis_server):
+    cache = caches(redis_server.url, cache_max_bytes=0)
+    create = Creator()
+    assert await cache.get_or_create(KEY, create) == (BLOB, "miss")
+    assert await cache.get_or_create(KEY, create) == (BLOB, "hit")
+    assert create.calls == 1 and len(cache.memory) == 0
+
+
+@pytest.mark.redis
+async def test_fifty_concurrent_misses_with_redis_create_once(caches, redis_server):
+    cache = caches(redis_server.url)
+    create = Creator(delay=0.05)
+    results = await asyncio.gather(*(cache.get_or_create(KEY, create) for _ in range(50)))
+    statuses = [status for _, status in results]
+    assert create.calls == 1 and all(blob == BLOB for blob, _ in results)
+    assert statuses.count("miss") == 1 and statuses.count("coalesced") == 49
+
+
+@pytest.mark.redis
+async def test_two_replicas_generate_once(caches, redis_server):
+    metrics_a, metrics_b = Metrics(), Metrics()
+    a, b = caches(redis_server.url, metrics_a), caches(redis_server.url, metrics_b)
+    create = Creator(delay=0.1)  # shared counter: both replicas would call it
+    results = await asyncio.gather(
+        *(a.get_or_create(KEY, create) for _ in range(5)), *(b.get_or_create(KEY, create) for _ in range(5))
+    )
+    assert create.calls == 1
+    assert all(blob == BLOB for blob, _ in results)
+    statuses = [status for _, status in results]
+    assert statuses.count("miss") == 1 and statuses.count("coalesced") == 9
+    # One replica's leader waited on the other's lock and got the blob from Redis.
+    assert event(metrics_a, "redis", "coalesced") + event(metrics_b, "redis", "coalesced") == 1
+
+
+@pytest.mark.redis
+async def test_crashed_lock_holder_is_taken_over_after_the_ttl(caches, redis_server, raw):
+    raw.set(lock_key(KEY), "crashed-replica", px=300)  # never released
+    cache = caches(redis_server.url)
+    create = Creator()
+    start = time.monotonic()
+    assert await cache.get_or_create(KEY, create) == (BLOB, "miss")
+    waited = time.monotonic() - start
+    assert 0.2 <= waited < 2.0, waited
+    assert create.calls == 1 and raw.exists(KEY) and not raw.exists(lock_key(KEY))
+
+
+@pytest.mark.redis
+async def test_waiter_gets_the_holders_blob_as_soon_as_it_lands(caches, redis_server, raw):
+    holder, waiter = caches(redis_server.url), caches(redis_server.url)
+    raw.set(lock_key(KEY), "other-replica", px=5000)  # a long lock: only the blob can end the wait
+    task = asyncio.create_task(waiter.get_or_create(KEY, Creator(b"must not run")))
+    await asyncio.sleep(0.05)
+    await holder.redis.set(KEY, BLOB)  # the other replica stores its result ...
+    start = time.monotonic()
+    assert await task == (BLOB, "coalesced")
+    assert time.monotonic() - start < 1.0
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "damage",
+    [lambda v: b"\x00garbage", lambda v: v[: len(v) - 7], lambda v: v[:-3] + bytes([v[-3] ^ 0x10]) + v[-2:]],
+    ids=["garbage", "truncated", "flipped"],
+)
+async def test_corrupt_redis_entry_is_regenerated_never_served(caches, redis_server, raw, damage):
+    await caches(redis_server.url).get_or_create(KEY, Creator())
+    raw.set(KEY, damage(raw.get(KEY)))
+    metrics = Metrics()
+    fresh = caches(redis_server.url, metrics)  # empty memory tier: must read Redis
+    create = Creator()
+    assert await fresh.get_or_create(KEY, create) == (BLOB, "miss")
+    assert create.calls == 1 and event(metrics, "redis", "corrupt") == 1
+    assert await caches(redis_server.url).get(KEY) == BLOB  # the good copy replaced it
+
+
+@pytest.mark.redis
+async def test_redis_outage_never_fails_requests_and_recovers(caches, redis_server, raw):
+    metrics = Metrics()
+    cache = caches(redis_server.url, metrics)
+    assert await cache.get_or_create(KEY, Creator()) == (BLOB, "miss")
+    redis_server.stop()
+    other = KEY.replace(":48:", ":32:")
+    create = Creator(b"width-32")
+    assert await cache.get_or_create(other, create) == (b"width-32", "miss")
+    assert await cache.get_or_create(KEY, Creator()) == (BLOB, "hit")  # memory tier still serves
+    assert cache.status() == "degraded" and await cache.ping() == "degraded"
+    assert metrics.registry.get_sample_value("neumeta_cache_degraded") == 1
+    assert event(metrics, "redis", "error") >= 1
+
+    redis_server.start()
+    await asyncio.sleep(0.15)  # past the probe interval
+    third = KEY.replace(":48:", ":16:")
+    assert await cache.get_or_create(third, Creator(b"width-16")) == (b"width-16", "miss")
+    assert cache.status() == "ok" and await cache.ping() == "ok"
+    assert metrics.registry.get_sample_value("neumeta_cache_degraded") == 0
+    assert await caches(redis_server.url).get(third) == b"width-16"  # stored in Redis again
+    assert not raw.exists(lock_key(third))  # released although the restart flushed the Lua script cache
+
+
+@pytest.mark.redis
+async def test_redis_dying_while_waiting_on_a_lock_falls_back_to_generating(caches, redis_server, raw):
+    raw.set(lock_key(KEY), "other-replica", px=5000)
+    cache = caches(redis_server.url)
+    create = Creator()
+    task = asyncio.create_task(cache.get_or_create(KEY, create))
+    await asyncio.sleep(0.05)
+    redis_server.stop()
+    assert await asyncio.wait_for(task, 2.0) == (BLOB, "miss")
+    assert create.calls == 1 and cache.status() == "degraded"
