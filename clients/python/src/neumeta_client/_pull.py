@@ -1,0 +1,171 @@
+"""`pull`: revalidate or download one model into the cache, verified, resumable, under the key's lock.
+
+One attempt is one `GET /model`. It carries ``If-None-Match`` when the cache already has the blob
+(304 -> done), and ``Range`` + ``If-Range`` when an interrupted download left a partial file whose
+validator still matches. The body streams into ``incomplete/<key>.incomplete`` while being hashed;
+only bytes whose SHA-256 equals the server's ``X-Model-Sha256`` are renamed into ``blobs/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+from neumeta_client import errors
+from neumeta_client._effects import Flow, Send
+from neumeta_client._flows import Context, Retryable, acquire_lock, failed_response, transport_error, with_retries
+from neumeta_client._protocol import (
+    ModelHeaders,
+    ModelRequest,
+    content_range_start,
+    error_from_response,
+    model_request_headers,
+)
+from neumeta_client.cache import ModelCache, PartialMeta, Ref
+
+logger = logging.getLogger("neumeta_client")
+
+Progress = Callable[[int, "int | None"], None]  # (bytes on disk, total bytes or None)
+
+
+class BlobWriter:
+    """Body sink for one attempt: appends to the key's partial file and hashes everything in it."""
+
+    def __init__(self, cache: ModelCache, key: str, progress: Progress | None):
+        self.cache, self.key, self.progress = cache, key, progress
+        partial = cache.read_partial(key)
+        if partial is not None and partial[1].length is not None and partial[0] >= partial[1].length:
+            cache.discard_partial(key)  # complete but never promoted (crash): cheaper to refetch than to trust
+            partial = None
+        self.resume_from: int = partial[0] if partial is not None else 0
+        self.resume_meta: PartialMeta | None = partial[1] if partial is not None else None
+        self.headers: ModelHeaders | None = None
+        self.resume_rejected = False
+        self.received = 0
+        self._file: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+
+    def accepts(self, response: httpx.Response) -> bool:
+        if response.status_code == 200:  # whole body: start over, even if a partial existed
+            self.headers = ModelHeaders.parse(response)
+            # The validator is written before the first byte so that any interruption can resume.
+            self.cache.write_partial_meta(self.key, PartialMeta(self.headers.etag, self.headers.sha256,
+                                                                self.headers.length))
+            self._open("wb")
+            return True
+        if response.status_code == 206:
+            headers = ModelHeaders.parse(response)
+            start = content_range_start(response)
+            if self.resume_meta is None or start != self.resume_from or headers.sha256 != self.resume_meta.sha256:
+                self.resume_rejected = True  # not the bytes we asked for: drop the partial, retry whole
+                self.cache.discard_partial(self.key)
+                return False
+            self.headers = headers
+            self._open("ab")
+            return True
+        return False
+
+    def _open(self, mode: str) -> None:
+        path = self.cache.partial_path(self.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "ab":
+            with open(path, "rb") as existing:  # the digest covers the whole file, not just this attempt
+                for block in iter(lambda: existing.read(1 << 20), b""):
+                    self._hash.update(block)
+                    self.received += len(block)
+        self._file = open(path, "ab" if mode == "ab" else "wb")
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None, "write before accepts()"
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.received += len(chunk)
+        if self.progress is not None:
+            self.progress(self.received, self.headers.length if self.headers else None)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finish(self) -> Path:
+        """Verify length and SHA-256, then promote; a mismatch deletes the partial (its bytes are suspect)."""
+        assert self.headers is not None
+        self.close()
+        actual = self._hash.hexdigest()
+        expected = self.headers.sha256
+        length = self.headers.length
+        if actual != expected or (length is not None and self.received != length):
+            self.cache.discard_partial(self.key)
+            raise errors.ChecksumMismatch(
+                f"downloaded {self.received} bytes hashing to {actual[:12]}..., "
+                f"server announced {length} bytes with sha256 {expected[:12]}...",
+                expected=expected, actual=actual)
+        return self.cache.promote(self.key, expected)
+
+
+def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = None) -> Flow[Path]:
+    key = request.cache_key(ctx.base_url)
+    if ctx.offline:
+        blob = ctx.cache.cached_blob(ctx.cache.read_ref(key))
+        if blob is None:
+            raise errors.OfflineError(f"offline and {describe(request)} is not in the cache at {ctx.cache.root}")
+        return blob
+    lock = ctx.cache.lock(key)
+    yield from acquire_lock(lock, ctx.lock_timeout_s)
+    try:
+        return (yield from with_retries(ctx.retry, lambda: _attempt(ctx, request, key, progress)))
+    except errors.TransportError as exc:
+        # Unreachable server but a verified copy on disk: an edge device keeps working with it.
+        blob = ctx.cache.cached_blob(ctx.cache.read_ref(key))
+        if blob is None:
+            raise
+        logger.warning("could not revalidate %s (%s); using the cached copy %s", describe(request), exc, blob)
+        return blob
+    finally:
+        lock.release()
+
+
+def _attempt(ctx: Context, request: ModelRequest, key: str, progress: Progress | None) -> Flow[Path]:
+    cache = ctx.cache
+    ref = cache.read_ref(key)
+    blob = cache.cached_blob(ref)  # re-read under the lock: another process may have just finished
+    sink = BlobWriter(cache, key, progress)
+    headers = model_request_headers(
+        etag=ref.etag if ref is not None and blob is not None else None,
+        resume_from=sink.resume_from, resume_etag=sink.resume_meta.etag if sink.resume_meta else None)
+    http_request = ctx.build_request("GET", "/model", params=request.params(), headers=headers)
+    try:
+        response = yield Send(http_request, sink)
+        if response.status_code == 304 and blob is not None:
+            return blob
+        if sink.resume_rejected:
+            raise Retryable(errors.UnexpectedResponse(
+                f"server resumed at {response.headers.get('content-range')!r}, asked for byte {sink.resume_from}"))
+        if sink.headers is None:  # an error status: the body was JSON, read into memory
+            if response.status_code == 416:  # our partial is longer than the model: start over
+                cache.discard_partial(key)
+                raise Retryable(error_from_response(response))
+            raise failed_response(response)
+        path = sink.finish()
+    except httpx.RequestError as exc:  # dropped mid-body leaves the partial + validator for Range resume
+        raise transport_error(exc) from exc
+    except errors.ChecksumMismatch as exc:
+        raise Retryable(exc) from None
+    finally:
+        sink.close()
+    h = sink.headers
+    cache.write_ref(key, Ref(sha256=h.sha256, etag=h.etag, size=path.stat().st_size, arch=h.arch, width=h.width,
+                             dtype=h.dtype, params=h.params, checkpoint=h.checkpoint, url=str(http_request.url)))
+    return path
+
+
+def describe(request: ModelRequest) -> str:
+    selector = {"width": request.width, "max_params": request.max_params, "max_bytes": request.max_bytes}
+    chosen = ", ".join(f"{k}={v}" for k, v in selector.items() if v is not None) or "default width"
+    return f"{request.arch} ({chosen}, {request.dtype})"
