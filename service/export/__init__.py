@@ -1,0 +1,18 @@
+"""Folded state_dict -> ONNX bytes (float32 / float16 / int8 weight-only QDQ) with NeuMeta metadata."""
+
+from service.export.onnx_builder import (
+    DTYPES,
+    GENERATOR_VERSION,
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAME,
+    build_model,
+    build_onnx,
+    metadata,
+    predict_size,
+)
+
+__all__ = [
+    "DTYPES", "GENERATOR_VERSION", "INPUT_NAME", "OPSET", "OUTPUT_NAME", "build_model", "build_onnx",
+    "metadata", "predict_size",
+]

@@ -1,0 +1,41 @@
+"""Reading an exported model back: metadata, parameter count, IO and dtype."""
+
+import hashlib
+
+import pytest
+from onnx import TensorProto, helper
+
+from service.errors import InvalidParameter
+from service.export import DTYPES, build_onnx
+from service.export.inspect import describe_onnx
+from service.hypernet import generate, load_checkpoint
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_describe_an_export(tiny_ckpt_path, dtype):
+    ckpt = load_checkpoint(tiny_ckpt_path)
+    data = build_onnx(generate(ckpt, 12), ckpt.manifest, 12, dtype, ckpt.sha256, 1)
+    info = describe_onnx(data)
+    assert info["bytes"] == len(data) and info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info["dtype"] == dtype
+    # Quantization scales and zero points are not parameters: the count matches every dtype.
+    assert info["params"] == int(info["metadata"]["neumeta.params"])
+    assert info["inputs"] == [{"name": "input", "type": "float", "shape": ["batch", 1, 28, 28]}]
+    assert info["outputs"] == [{"name": "logits", "type": "float", "shape": ["batch", 10]}]
+    assert info["opset"] == 17 and info["producer"].startswith("neumeta")
+
+
+def test_foreign_model_dtype_is_inferred():
+    w = helper.make_tensor("w", TensorProto.FLOAT16, [2], [1.0, 2.0])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["w"], ["y"], to=TensorProto.FLOAT)], "g", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[w],
+    )
+    info = describe_onnx(helper.make_model(graph).SerializeToString())
+    assert info["dtype"] == "float16" and info["params"] == 2 and info["metadata"] == {}
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff\xfe not protobuf \x00" * 8])
+def test_not_onnx(data):
+    with pytest.raises(InvalidParameter, match="m.onnx is not"):
+        describe_onnx(data, where="m.onnx")
