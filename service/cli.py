@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from service.hypernet.checkpoint import Checkpoint
 
 # Modules whose ``register(subparsers)`` adds subcommands, in help order.
-COMMAND_MODULES: list[str] = ["service.cli"]
+COMMAND_MODULES: list[str] = [
+    "service.cli",
+    "service.api.server",
+    "service.training.commands",
+    "service.training.eval_commands",
+    "kernels.bench",
+]
 
 VALIDATION_STATUSES = (404, 422)  # unknown_arch, width_out_of_range, invalid_parameter
 
