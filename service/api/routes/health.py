@@ -1,0 +1,28 @@
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (it can serve models)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service.api.deps import ServiceDep
+from service.api.schemas import Health, LoadedCheckpoint, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """Liveness: the process is up and its event loop answers."""
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(service: ServiceDep) -> JSONResponse:
+    """Readiness: at least one checkpoint is loaded. A degraded Redis still serves (it is an optimisation)."""
+    catalog, cache = service.catalog, service.cache
+    await cache.ping()  # refreshes the degraded flag, bounded by the Redis socket timeout
+    loaded = [LoadedCheckpoint(arch=arch, checkpoint=catalog.get(arch).short_sha) for arch in catalog.ids()]
+    body = Readiness(status="ready" if loaded else "not_ready", checkpoints=loaded, cache=cache.status(),
+                     backend=service.backend)
+    return JSONResponse(body.model_dump(), status_code=200 if loaded else 503)

@@ -1,0 +1,127 @@
+"""Every error code over real HTTP, request ids, API keys, and the worker pool's back-pressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from service import pipeline
+
+MODEL = "/model"
+
+
+def slow_render(monkeypatch, seconds: float) -> None:
+    """Make every generation take ``seconds`` longer (the service runs in this process)."""
+    real = pipeline.render_model
+
+    def render(*args, **kwargs):
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "render_model", render)
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"code", "message", "request_id"} and body["code"] == code
+    assert r.headers["x-error-code"] == code and body["request_id"] == r.headers["x-request-id"]
+    return body
+
+
+def test_unknown_route_and_method(live_service):
+    assert_error(httpx.get(f"{live_service}/nope"), 404, "not_found")
+    assert_error(httpx.post(f"{live_service}/model?arch=resnet20&width=8"), 405, "method_not_allowed")
+
+
+def test_internal_error_has_no_traceback_in_the_body(live_service, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail from deep inside")
+
+    monkeypatch.setattr(pipeline, "render_model", broken)
+    r = httpx.get(f"{live_service}{MODEL}", params={"arch": "resnet20", "width": 8})
+    body = assert_error(r, 500, "internal")
+    assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+    logged = [rec for rec in caplog.records if rec.name == "neumeta.error"]
+    assert logged and logged[0].exc_info and logged[0].request_id == body["request_id"]
+    monkeypatch.undo()  # a failure is not cached: the next request generates
+    assert httpx.get(f"{live_service}{MODEL}", params={"arch": "resnet20", "width": 8}).status_code == 200
+
+
+def test_busy_when_workers_and_queue_are_full(make_live_service, monkeypatch):
+    service = make_live_service(max_concurrent_generations=1, max_queued_generations=0, retry_after_s=7)
+    slow_render(monkeypatch, 1.5)
+    first: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: first.append(
+        httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 10}, timeout=30)))
+    t.start()
+    deadline = time.monotonic() + 10
+    while service.metric("neumeta_generations_in_flight") < 1:
+        assert time.monotonic() < deadline, "the first generation never started"
+        time.sleep(0.02)
+    r = httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 11}, timeout=30)
+    assert_error(r, 503, "busy")
+    assert r.headers["retry-after"] == "7"
+    # The same width joins the running generation instead of being refused.
+    same = httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 10}, timeout=30)
+    assert same.status_code == 200 and same.headers["x-cache"] == "coalesced"
+    t.join()
+    assert first[0].status_code == 200 and first[0].headers["x-cache"] == "miss"
+
+
+def test_generation_timeout_is_busy(make_live_service, monkeypatch):
+    service = make_live_service(generation_timeout_s=0.2)
+    slow_render(monkeypatch, 1.0)
+    r = httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 12}, timeout=30)
+    assert "did not finish" in assert_error(r, 503, "busy")["message"] and r.headers["retry-after"]
+
+
+def test_api_keys_guard_model_and_archs_only(make_live_service):
+    service = make_live_service(api_keys=["key-one", "key-two"])
+    params = {"arch": "resnet20", "width": 8}
+    for path in (MODEL, "/archs"):
+        r = httpx.get(f"{service}{path}", params=params)
+        assert_error(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert_error(httpx.get(f"{service}{path}", params=params, headers={"Authorization": "Bearer nope"}),
+                     401, "unauthorized")
+        assert_error(httpx.get(f"{service}{path}", params=params, headers={"Authorization": "Basic a2V5LXR3bw=="}),
+                     401, "unauthorized")
+        ok = httpx.get(f"{service}{path}", params=params, headers={"Authorization": "Bearer key-two"}, timeout=30)
+        assert ok.status_code == 200
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(f"{service}{path}").status_code == 200
+
+
+def test_api_keys_off_by_default(live_service):
+    assert httpx.get(f"{live_service}/archs").status_code == 200
+
+
+@pytest.mark.parametrize(("sent", "echoed"), [("trace-abc.123:x", True), ("x" * 129, False), ("has space", False)])
+def test_request_id_is_echoed_only_when_sane(live_service, sent, echoed):
+    r = httpx.get(f"{live_service}/nope", headers={"X-Request-ID": sent})
+    assert (r.headers["x-request-id"] == sent) is echoed
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def test_request_id_is_made_when_absent(live_service):
+    a, b = httpx.get(f"{live_service}/healthz"), httpx.get(f"{live_service}/healthz")
+    assert len(a.headers["x-request-id"]) == 32 and a.headers["x-request-id"] != b.headers["x-request-id"]
+
+
+async def test_validation_errors_map_to_documented_codes():
+    from fastapi.exceptions import RequestValidationError
+    from starlette.requests import Request
+
+    from service.api.errors import _validation_error
+
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": [], "state": {"request_id": "r1"}})
+    width = RequestValidationError([{"loc": ("query", "width"), "msg": "not an int", "type": "int_parsing"}])
+    other = RequestValidationError([{"loc": ("query", "dtype"), "msg": "bad", "type": "literal_error"}])
+    for exc, code in ((width, "width_out_of_range"), (other, "invalid_parameter")):
+        r = await _validation_error(request, exc)
+        assert r.status_code == 422 and r.headers["x-error-code"] == code
+        assert b'"request_id":"r1"' in r.body

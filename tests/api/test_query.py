@@ -1,0 +1,94 @@
+"""Hostile query strings: every malformed value is a 422 with the documented code, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.datastructures import QueryParams
+
+from service.api.query import HUGE, ModelQuery, parse_int, parse_model_query
+from service.errors import InvalidParameter, WidthOutOfRange
+from tests.fixtures.servers import start_live_service
+
+BAD = "invalid_parameter"
+RANGE = "width_out_of_range"
+
+HOSTILE = [
+    ("arch=resnet20&width=" + "9" * 5000, RANGE),  # huge: never int()-parsed
+    ("arch=resnet20&width=99999999999999999999", RANGE),
+    ("arch=resnet20&width=-5", RANGE),
+    ("arch=resnet20&width=0", RANGE),
+    ("arch=resnet20&width=65", RANGE),
+    ("arch=resnet20&width=3.5", BAD),
+    ("arch=resnet20&width=NaN", BAD),
+    ("arch=resnet20&width=inf", BAD),
+    ("arch=resnet20&width=1e3", BAD),
+    ("arch=resnet20&width=0x10", BAD),
+    ("arch=resnet20&width=%2B5", BAD),  # +5
+    ("arch=resnet20&width=%205", BAD),  # " 5"
+    ("arch=resnet20&width=", BAD),
+    ("arch=resnet20&width=%D9%A3%D9%A2", BAD),  # Arabic-Indic "32"
+    ("arch=resnet20&width=%EF%BC%93%EF%BC%92", BAD),  # fullwidth "32"
+    ("arch=resnet20&width=%FF", BAD),  # not UTF-8
+    ("arch=resnet20&width=8&width=9", BAD),
+    ("arch=resnet20&arch=resnet20&width=8", BAD),
+    ("arch=resnet20&width=8&samples=0", BAD),
+    ("arch=resnet20&width=8&samples=101", BAD),
+    ("arch=resnet20&width=8&samples=-1", BAD),
+    ("arch=resnet20&width=8&samples=NaN", BAD),
+    ("arch=resnet20&width=8&dtype=float64", BAD),
+    ("arch=resnet20&width=8&dtype=FLOAT32", BAD),
+    ("arch=resnet20&max_params=0", BAD),
+    ("arch=resnet20&max_params=-100", BAD),
+    ("arch=resnet20&max_params=1", RANGE),  # well-formed, but no width is that small
+    ("arch=resnet20&max_bytes=10", RANGE),
+    ("arch=resnet20&max_bytes=1.5e6", BAD),
+    ("arch=resnet20&width=8&max_params=100000", BAD),
+    ("arch=resnet20", BAD),
+    ("width=8", BAD),
+    ("arch=..%2F..%2Fetc&width=8", BAD),
+    ("arch=resnet20&width=8&widht=9", BAD),
+    ("arch=resnet20&width=8&%00=1", BAD),
+]
+
+
+@pytest.fixture(scope="module")
+def shared_service(live_checkpoint):
+    """One service for all the hostile queries: they are refused before anything is cached."""
+    service = start_live_service(live_checkpoint)
+    yield service
+    service.stop()
+
+
+@pytest.mark.parametrize(("query", "code"), HOSTILE)
+def test_hostile_query_is_422_with_the_right_code(shared_service, query, code):
+    r = httpx.get(f"{shared_service}/model?{query}", timeout=30)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["code"] == code and r.headers["x-error-code"] == code
+    assert body["request_id"] == r.headers["x-request-id"]
+    assert "Traceback" not in r.text
+
+
+def test_unknown_arch_is_404(live_service):
+    r = httpx.get(f"{live_service}/model", params={"arch": "vgg11", "width": 8})
+    assert r.status_code == 404 and r.json()["code"] == "unknown_arch" and "resnet20" in r.json()["message"]
+
+
+def test_parse_accepts_a_plain_query():
+    q = parse_model_query(QueryParams("arch=resnet20&width=048&dtype=int8&samples=5"))
+    assert q == ModelQuery(arch="resnet20", dtype="int8", width=48, samples=5)
+
+
+def test_parse_int_bounds_digits_instead_of_parsing_them():
+    assert parse_int("w", "7") == 7 and parse_int("w", "-7") == -7
+    assert parse_int("w", "1" * 19) == HUGE and parse_int("w", "-" + "1" * 19) == -HUGE
+    with pytest.raises(InvalidParameter):
+        parse_int("w", "٣")
+
+
+def test_width_errors_are_typed():
+    with pytest.raises(WidthOutOfRange):
+        parse_model_query(QueryParams("arch=resnet20&width=-1"))
+    with pytest.raises(InvalidParameter, match="exactly one"):
+        parse_model_query(QueryParams("arch=resnet20&max_bytes=5&max_params=5"))
