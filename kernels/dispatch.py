@@ -13,6 +13,9 @@ import torch
 from kernels.reference import INRWeights, inr_mean_reference
 
 BACKENDS = ("auto", "torch", "triton")
+# Compute precision of the Triton kernel's dots (accumulation is always fp32); the torch path is fp32.
+KERNEL_PRECISIONS = ("fp32", "tf32", "bf16")
+DEFAULT_KERNEL_PRECISION = "fp32"  # until tf32/bf16 are measured on a GPU (<= 0.05 pt accuracy loss)
 
 
 class BackendUnavailable(RuntimeError):
@@ -53,8 +56,11 @@ def evaluate_mean(
     num_freqs: int,
     samples: int,
     seed: int,
+    precision: str = DEFAULT_KERNEL_PRECISION,
 ) -> torch.Tensor:
     """K-sample mean of the hypernetwork over a table, (N, O) float32 on the CPU."""
+    if precision not in KERNEL_PRECISIONS:
+        raise ValueError(f"unknown kernel precision {precision!r}; choose one of {', '.join(KERNEL_PRECISIONS)}")
     backend = resolve_backend(backend)
     if backend == "triton":
         from kernels.fused_inr import fused_inr_mean  # imported lazily: triton is optional
@@ -62,7 +68,8 @@ def evaluate_mean(
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         args = [t.to(device) for t in (coords, jitter, out_scale)]
         w = INRWeights(*(t.to(device) for t in weights))
-        return fused_inr_mean(*args, head_offsets, w, num_freqs, samples, seed).cpu()
+        out = fused_inr_mean(*args, head_offsets, w, num_freqs, samples, seed, precision=precision)
+        return out.cpu()
     return inr_mean_reference(
         coords, jitter, out_scale, head_offsets, weights, num_freqs, samples=samples, seed=seed
     )
