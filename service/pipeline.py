@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from kernels.dispatch import BACKENDS, resolve_backend
+from kernels.dispatch import BACKENDS, DEFAULT_KERNEL_PRECISION, resolve_backend
 from service.archs import param_count
 from service.errors import InvalidParameter
 from service.export import DTYPES, GENERATOR_VERSION, build_onnx
@@ -50,7 +50,12 @@ def check_dtype(dtype: str) -> str:
 
 
 def render_model(
-    ckpt: Checkpoint, width: int, dtype: str = "float32", samples: int | None = None, backend: str = "auto"
+    ckpt: Checkpoint,
+    width: int,
+    dtype: str = "float32",
+    samples: int | None = None,
+    backend: str = "auto",
+    precision: str = DEFAULT_KERNEL_PRECISION,
 ) -> ModelBlob:
     """Generate the network at ``width`` and export it; raises the service's typed errors.
 
@@ -62,7 +67,7 @@ def render_model(
     if backend not in BACKENDS:
         raise InvalidParameter(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     concrete = resolve_backend(backend)
-    state = generate(ckpt, width, samples=k, backend=concrete)
+    state = generate(ckpt, width, samples=k, backend=concrete, precision=precision)
     data = build_onnx(state, ckpt.manifest, width, dtype, ckpt.sha256, k)
     m = ckpt.manifest
     return ModelBlob(

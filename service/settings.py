@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
 
     backend: Literal["auto", "torch", "triton"] = "auto"
+    kernel_precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="dot precision of the Triton kernel (accumulation is always fp32)"
+    )
     max_samples: int = Field(100, ge=1, le=100, description="upper bound for ?samples=K")
 
     redis_url: str | None = None

@@ -41,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache=BlobCache(settings, app.state.metrics),
         pool=GenerationPool(settings.max_concurrent_generations, settings.max_queued_generations,
                             settings.generation_timeout_s, settings.retry_after_s, app.state.metrics),
-        backend=backend, digests=DigestMemo(),
+        backend=backend, digests=DigestMemo(), precision=settings.kernel_precision,
     )
     log.info("service ready", extra={"archs": catalog.ids(), "backend": backend,
                                      "redis": bool(settings.redis_url)})

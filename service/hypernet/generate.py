@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import evaluate_mean, resolve_backend
+from kernels.dispatch import DEFAULT_KERNEL_PRECISION, evaluate_mean, resolve_backend
 from service.errors import InvalidParameter, WidthOutOfRange
 from service.hypernet.checkpoint import MAX_SAMPLES, Checkpoint
 from service.hypernet.coords import CoordTable, coord_table, scatter
@@ -35,7 +35,11 @@ def sample_seed(width: int) -> int:
 
 
 def generate(
-    ckpt: Checkpoint, width: int, samples: int | None = None, backend: str = "auto"
+    ckpt: Checkpoint,
+    width: int,
+    samples: int | None = None,
+    backend: str = "auto",
+    precision: str = DEFAULT_KERNEL_PRECISION,
 ) -> dict[str, torch.Tensor]:
     """Folded state_dict (float32, CPU, state_dict order) of the network at ``width``."""
     k = check_request(ckpt, width, samples)
@@ -43,7 +47,7 @@ def generate(
     out = evaluate_mean(
         resolve_backend(backend), table.coords, table.jitter, table.out_scale,
         list(table.head_offsets), ckpt.hypernet.weights(), ckpt.manifest.inr.num_freqs,
-        samples=k, seed=sample_seed(width),
+        samples=k, seed=sample_seed(width), precision=precision,
     )
     generated = scatter(table, out)
     m = ckpt.manifest

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import pipeline
 from service.api import conditional
-from service.api.deps import ApiKey, ServiceDep
+from service.api.deps import ApiKey, Service, ServiceDep
 from service.api.errors import error_response, request_id_of
 from service.api.query import parse_model_query
 from service.api.schemas import ErrorBody
@@ -22,7 +22,6 @@ from service.archs import param_count
 from service.cache import cache_key
 from service.export import GENERATOR_VERSION
 from service.hypernet.checkpoint import Checkpoint
-from service.metrics import Metrics
 
 router = APIRouter(prefix="/model", tags=["model"], dependencies=[ApiKey])
 
@@ -54,10 +53,11 @@ class DigestMemo:
         return digest
 
 
-def _render(ckpt: Checkpoint, width: int, dtype: str, samples: int, backend: str, metrics: Metrics) -> bytes:
+def _render(ckpt: Checkpoint, width: int, dtype: str, samples: int, service: Service) -> bytes:
     """Runs on a generation worker thread; counted once per real generation."""
+    backend, metrics = service.backend, service.metrics
     started = time.perf_counter()
-    blob = pipeline.render_model(ckpt, width, dtype, samples=samples, backend=backend)
+    blob = pipeline.render_model(ckpt, width, dtype, samples=samples, backend=backend, precision=service.precision)
     metrics.generation_seconds.labels(ckpt.manifest.arch, backend).observe(time.perf_counter() - started)
     metrics.generations.labels(ckpt.manifest.arch, backend).inc()
     return blob.data
@@ -77,11 +77,10 @@ async def get_model(request: Request, service: ServiceDep) -> Response:
     width = query.width if query.width is not None and query.width in m.widths_allowed else None
     if width is None:  # a budget, or a bad width whose error message resolve_width words
         width = await run_in_threadpool(resolve_width, ckpt, query, samples)
-    backend, metrics = service.backend, service.metrics
-    key = cache_key(GENERATOR_VERSION, ckpt.sha256, backend, m.arch, width, query.dtype, samples)
+    key = cache_key(GENERATOR_VERSION, ckpt.sha256, service.numerics, m.arch, width, query.dtype, samples)
 
     async def create() -> bytes:
-        return await service.pool.run(lambda: _render(ckpt, width, query.dtype, samples, backend, metrics))
+        return await service.pool.run(lambda: _render(ckpt, width, query.dtype, samples, service))
 
     blob, cache_status = await service.cache.get_or_create(key, create)
     request.state.cache = cache_status
@@ -111,5 +110,5 @@ async def get_model(request: Request, service: ServiceDep) -> Response:
     if request.method == "HEAD":  # same headers, including the length GET would send, no body
         headers["Content-Length"] = str(len(body))
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
-    metrics.bytes_served.inc(len(body))
+    service.metrics.bytes_served.inc(len(body))
     return Response(body, status_code=status, headers=headers, media_type="application/octet-stream")
