@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 from service.archs.resnet20 import (
+    BLOCKS_PER_STAGE,
     FULL_WIDTH,
     NUM_BLOCKS,
     STAGE_WIDTHS,
-    BLOCKS_PER_STAGE,
     block_io,
     block_names,
 )

@@ -1,7 +1,12 @@
 """Coordinates, the INR module, the checkpoint format and generation (K-sample mean)."""
 
 from service.hypernet.checkpoint import (
-    MAX_SAMPLES, Checkpoint, Manifest, load_checkpoint, parse_checkpoint, save_checkpoint,
+    MAX_SAMPLES,
+    Checkpoint,
+    Manifest,
+    load_checkpoint,
+    parse_checkpoint,
+    save_checkpoint,
 )
 from service.hypernet.coords import CoordTable, coord_table, scatter
 from service.hypernet.generate import check_request, generate

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from kernels.dispatch import DEFAULT_KERNEL_PRECISION, evaluate_mean, resolve_backend
+from service.archs import tensor_specs
 from service.errors import InvalidParameter, WidthOutOfRange
 from service.hypernet.checkpoint import MAX_SAMPLES, Checkpoint
 from service.hypernet.coords import CoordTable, coord_table, scatter
-from service.archs import tensor_specs
 
 
 def table_for(ckpt: Checkpoint, width: int) -> CoordTable:

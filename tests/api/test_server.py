@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from service.api.server import _overrides, register
 from service.settings import Settings
+from tests.fixtures.redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
@@ -48,12 +48,6 @@ def test_serve_flags_become_settings(tiny_ckpt_path):
     assert env == {"NEUMETA_HOST": "0.0.0.0", "NEUMETA_PORT": "9001", "NEUMETA_WORKERS": "3",
                    "NEUMETA_CHECKPOINTS": f"{tiny_ckpt_path},{tiny_ckpt_path}"}
     assert args.func.__name__ == "serve"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ replicas that share one real Redis. What one replica generated, the other serves
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
@@ -12,15 +11,10 @@ import httpx
 import pytest
 
 from tests.deploy.loaders import ROOT
+from tests.fixtures.redis import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def render_nginx_conf(tmp_path, upstreams: list[str], port: int) -> str:
