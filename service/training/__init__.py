@@ -1,0 +1,1 @@
+"""Training: data, base/individual ResNet20 training, permutation, INR training, evaluation."""
