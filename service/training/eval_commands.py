@@ -1,0 +1,58 @@
+"""``neumeta eval``: test-set table + plots of a checkpoint against slicing, pruning, individual models.
+
+    neumeta eval --checkpoint service/checkpoints/resnet20-fmnist-all.safetensors \
+        --base runs/base/permuted.safetensors --individual runs/individual-w16 ... --out docs/results
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from service.errors import InvalidParameter
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from service.hypernet import load_checkpoint
+    from service.training.data import load_dataset
+    from service.training.evaluate import evaluate, load_folded, table, write_outputs
+
+    torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint)
+    base = None
+    if args.base is not None:
+        if not Path(args.base).exists():
+            raise InvalidParameter(f"--base {args.base} does not exist")
+        base = load_folded(Path(args.base))
+    if args.subset < 1:
+        raise InvalidParameter("--subset must be >= 1")
+    splits = load_dataset(ckpt.manifest.dataset, args.data)
+    result = evaluate(ckpt, splits, base, individual=args.individual or (), subset=args.subset,
+                      extra_samples=args.samples or (1,), key_widths=args.key_widths, progress=not args.no_progress)
+    print(table(result))
+    for path in write_outputs(result, Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="test-set accuracy per width vs baselines: JSON table + PNG plots")
+    p.add_argument("--checkpoint", required=True, type=Path, help="service checkpoint (.safetensors)")
+    p.add_argument("--base", type=Path, default=None,
+                   help="the permuted folded full model the INR was trained on (slicing/pruning baselines)")
+    p.add_argument("--individual", nargs="*", type=Path, default=None,
+                   help="individually trained runs (dir with folded.safetensors, or the file); missing ones "
+                        "are reported as not yet trained")
+    p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
+    p.add_argument("--out", type=Path, default=Path("docs/results"), help="where the JSON and plots go")
+    p.add_argument("--subset", type=int, default=1000,
+                   help="test images for the every-width sweep; the key widths use all of them")
+    p.add_argument("--key-widths", type=int, nargs="*", default=[16, 32, 48, 64],
+                   help="widths evaluated on the full test set")
+    p.add_argument("--samples", type=int, nargs="*", default=None,
+                   help="extra K values to evaluate besides the manifest's default (default: 1)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,400 @@
+"""Train the NeuMeta implicit hypernetwork (INR) against a permuted, folded full-width ResNet20.
+
+One step, at a width w drawn uniformly from the training range (the same w on every rank):
+
+    table  = coord_table(scope, w)                        cached, (N, 5)
+    gen    = scatter(table, inr(table, 1 noisy sample))   the morphed blocks' tensors
+    state  = fixed tensors of the base + gen              a folded ResNet20 of width w
+    loss   = CE(functional_call(resnet_w, state, x), y)
+           + lambda_rec  * mean_t mean(omega_t * (gen_t - target_t)^2)   omega = |W*| / max|W*|
+           + lambda_norm * sum_t ||gen_t||_F
+
+Reconstruction targets at w are the leading channel slices of the permuted full model
+(``--rec-widths all``, our default: the permuted order makes the first channels a good start) or
+only the full model at w = 64 (``--rec-widths full``, the paper). A data-free warm start of
+``--warm-steps`` reconstruction-only steps runs first. The EMA of the INR is validated on the
+VAL split at several widths (K=1, clean) and its best copy is what ``ship.py`` ships.
+
+Distributed: under torchrun (WORLD_SIZE > 1) each rank reads its own shard of every global batch
+and gradients are all-reduced (mean) before the update, so every rank holds identical weights.
+Run directly for torchrun: ``python -m service.training.hypernet --base ... --out ...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from service.archs import FULL_WIDTH, ROLES, ResNet20, inner_widths, tensor_specs
+from service.hypernet import HyperNet, HyperNetConfig, coord_table, scatter
+from service.training.baselines import leading_slice
+from service.training.data import Split, Splits, augment, epoch_order, load_dataset, normalize
+from service.training.evaluate import accuracy
+
+
+@dataclass
+class TrainConfig:
+    base: str
+    out: str
+    scope: str = "all"
+    dataset: str = "fashion-mnist"
+    data: str | None = None  # dataset root; "synthetic:N" = N random images (tests)
+    steps: int = 2000  # task steps, after the warm start
+    warm_steps: int = 200  # reconstruction-only steps (no data)
+    batch: int = 128  # per rank
+    widths_train: tuple[int, int] = (16, 64)
+    hidden: int = 128
+    layers: int = 3
+    freqs: int = 8
+    noise: float = 1.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    lambda_rec: float = 1.0
+    lambda_norm: float = 1e-4
+    rec_widths: str = "all"  # "all": slices at every width; "full": only at w = 64 (paper)
+    clip: float = 1.0  # gradient-norm clip
+    ema_decay: float = 0.995
+    zero_init: str = "conv2"  # output layers starting at 0: "conv2" (+ He-scaled conv1), "all", "bias", "none"
+    val_widths: list[int] = field(default_factory=list)  # empty: a default set for the scope
+    val_every: int = 200
+    val_limit: int = 2000  # VAL images per width during training
+    ckpt_every: int = 50
+    max_minutes: float | None = None  # stop early (and save) after this much wall time
+    threads: int = 1
+    seed: int = 0
+    progress: bool = True
+
+    def inr_config(self) -> HyperNetConfig:
+        return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise)
+
+    def default_val_widths(self) -> list[int]:
+        lo = 8 if self.scope == "all" else 16
+        return self.val_widths or sorted({lo, 16, 32, 48, FULL_WIDTH})
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+def load_base(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Folded full-width state_dict and its metadata: ``sidecar`` (base training: accuracy, recipe,
+    command) and ``permutation`` (TV report), each a dict when the file carries it."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    state = {k: v.float().contiguous() for k, v in load_file(str(path)).items()}
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
+    meta = {k: json.loads(raw[k]) for k in ("sidecar", "permutation") if k in raw}
+    return state, meta
+
+
+def synthetic_splits(n: int, seed: int = 0) -> Splits:
+    """Random Fashion-MNIST-shaped data: for tests and DDP checks only."""
+    from service.training.data import FMNIST_INFO
+
+    g = torch.Generator().manual_seed(seed)
+    def split(k: int) -> Split:
+        return Split(torch.randint(0, 256, (k, 1, 28, 28), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 10, (k,), generator=g))
+    return Splits(split(n), split(max(8, n // 4)), split(max(8, n // 4)), FMNIST_INFO)
+
+
+def load_splits(cfg: TrainConfig) -> Splits:
+    if cfg.data and cfg.data.startswith("synthetic:"):
+        return synthetic_splits(int(cfg.data.split(":", 1)[1]), cfg.seed)
+    return load_dataset(cfg.dataset, cfg.data)
+
+
+# --- objective ----------------------------------------------------------------------------------
+
+def reconstruction_targets(
+    base: dict[str, torch.Tensor], scope: str, width: int, in_channels: int, num_classes: int
+) -> dict[str, torch.Tensor]:
+    """Targets of the generated tensors at ``width``: leading channel slices of the full model."""
+    specs = tensor_specs(scope, width, in_channels, num_classes)
+    return {s.name: leading_slice(base[s.name], s.shape) for s in specs if s.role}
+
+
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """NeuMeta's magnitude-weighted MSE: mean(omega * (pred - target)^2), omega = |W*|/max|W*|."""
+    mag = target.abs() + 1e-6
+    return ((pred - target).square() * (mag / mag.max())).mean()
+
+
+def generated_tensors(hn: HyperNet, scope: str, width: int, in_channels: int, num_classes: int,
+                      seed: int | None) -> dict[str, torch.Tensor]:
+    """The INR's tensors at ``width``: one noisy sample (``seed``) or the clean one (None)."""
+    c = hn.config
+    table = coord_table(scope, width, in_channels, num_classes, c.norm, c.noise)
+    out = hn(table, samples=1, seed=seed or 0, clean_first=seed is None)
+    return scatter(table, out)
+
+
+def full_state(fixed: dict[str, torch.Tensor], gen: dict[str, torch.Tensor], scope: str, width: int,
+               in_channels: int, num_classes: int) -> dict[str, torch.Tensor]:
+    specs = tensor_specs(scope, width, in_channels, num_classes)
+    return {s.name: gen[s.name] if s.role else fixed[s.name] for s in specs}
+
+
+# --- distributed --------------------------------------------------------------------------------
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce every gradient as one flat buffer (mean over ranks)."""
+    if world == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's parameters (name order, raw float32 bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# --- the trainer --------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
+        self.rank, self.world = init_distributed()
+        self.out = Path(cfg.out)
+        self.base, self.base_meta = load_base(cfg.base)
+        self.in_ch = self.base["conv1.weight"].shape[1]
+        self.n_cls = self.base["fc.weight"].shape[0]
+        self.splits = load_splits(cfg)
+        torch.manual_seed(cfg.seed)  # identical initial INR on every rank
+        self.hn = HyperNet(cfg.inr_config())
+        if cfg.zero_init != "none":
+            # Zero output layer => generated tensors start at 0. "all": every morphed block starts as
+            # the identity (relu(0 + x) = x for x >= 0), so the fixed layers alone form a working
+            # network; random outputs start the blocks with random biases that kill the ReLUs
+            # (measured: CE stuck at ln 10 = 2.30 for 60+ steps). "bias": only the bias heads start at
+            # 0, the weight heads keep their random init (weights start small but not zero).
+            # "conv2" (the one that trains): conv2 heads start at 0 so blocks start as identities, and
+            # conv1 weights start at He scale. Zeroing both convs is a saddle: conv1 gets no gradient
+            # through a zero conv2, conv2 none from a zero conv1 (measured: CE flat at 2.29).
+            zero = {"all": ROLES, "bias": ("conv1.bias", "conv2.bias"),
+                    "conv2": ("conv1.bias", "conv2.weight", "conv2.bias")}[cfg.zero_init]
+            heads = [ROLES.index(role) for role in zero]
+            with torch.no_grad():
+                self.hn.w_out[heads] = 0.0
+                self.hn.b_out[heads] = 0.0
+                if cfg.zero_init == "conv2":
+                    self._he_scale_conv1()
+        self.ema = copy.deepcopy(self.hn).requires_grad_(False)
+        self.params = list(self.hn.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step, self.wall = 0, 0.0
+        self.best: dict[str, Any] = {"score": -1.0}
+        self.models: dict[int, ResNet20] = {}
+        self.order_cache: tuple[int, torch.Tensor] | None = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        self._resume()
+
+    @torch.no_grad()
+    def _he_scale_conv1(self) -> None:
+        """Rescale the conv1-weight head so its full-width tensors start at std sqrt(2 / fan_in)."""
+        gen = generated_tensors(self.hn, self.cfg.scope, FULL_WIDTH, self.in_ch, self.n_cls, seed=None)
+        ratios = [(2.0 / t[0].numel()) ** 0.5 / float(t.std()) for k, t in gen.items() if k.endswith("conv1.weight")]
+        h = ROLES.index("conv1.weight")
+        scale = sum(ratios) / len(ratios)
+        self.hn.w_out[h] *= scale
+        self.hn.b_out[h] *= scale
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.warm_steps + self.cfg.steps
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up (20 steps) then cosine to 5% of the peak over all steps, or over
+        ``max_minutes`` of wall time when that comes first (so a time-boxed run still anneals)."""
+        if step < 20:
+            return self.cfg.lr * (step + 1) / 20
+        t = min(1.0, step / max(1, self.total_steps))
+        if self.cfg.max_minutes:
+            t = max(t, min(1.0, self.wall / (60 * self.cfg.max_minutes)))
+        return self.cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def width_at(self, step: int) -> int:
+        lo, hi = self.cfg.widths_train
+        return random.Random(self.cfg.seed * 1_000_003 + step).randint(lo, hi)  # same on every rank
+
+    def model(self, width: int) -> ResNet20:
+        if width not in self.models:
+            self.models[width] = ResNet20(self.in_ch, self.n_cls, inner_widths(self.cfg.scope, width),
+                                          batchnorm=False).requires_grad_(False)
+        return self.models[width]
+
+    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's shard of the global batch of task step ``step``."""
+        train, b = self.splits.train, self.cfg.batch
+        per_epoch = max(1, len(train) // (b * self.world))
+        epoch, i = divmod(step, per_epoch)
+        if self.order_cache is None or self.order_cache[0] != epoch:
+            self.order_cache = (epoch, epoch_order(len(train), self.cfg.seed, epoch))
+        lo = (i * self.world + self.rank) * b
+        idx = self.order_cache[1][lo:lo + b]
+        gen = torch.Generator().manual_seed(self.cfg.seed * 7_919 + step * 131 + self.rank)
+        return normalize(augment(train.images[idx], self.splits.info.crop_padding, gen), self.splits.info), \
+            train.labels[idx]
+
+    def loss(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, w = self.cfg, self.width_at(step)
+        gen = generated_tensors(self.hn, cfg.scope, w, self.in_ch, self.n_cls, seed=step + 1)
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.rec_widths == "all" or w == FULL_WIDTH or step < cfg.warm_steps:
+            targets = reconstruction_targets(self.base, cfg.scope, w, self.in_ch, self.n_cls)
+            parts["rec"] = torch.stack([weighted_mse(gen[k], t) for k, t in targets.items()]).mean()
+        parts["norm"] = torch.stack([g.norm() for g in gen.values()]).sum()
+        loss = cfg.lambda_rec * parts.get("rec", torch.zeros(())) + cfg.lambda_norm * parts["norm"]
+        if step >= cfg.warm_steps:
+            x, y = self.batch_at(step - cfg.warm_steps)
+            state = full_state(self.base, gen, cfg.scope, w, self.in_ch, self.n_cls)
+            logits = torch.func.functional_call(self.model(w), state, (x,))
+            parts["ce"] = F.cross_entropy(logits, y)
+            parts["acc"] = (logits.argmax(1) == y).float().mean() * 100
+            loss = loss + parts["ce"]
+        return loss, {"width": w, **{k: float(v.detach()) for k, v in parts.items()}}
+
+    def train_step(self) -> dict[str, float]:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        loss, info = self.loss(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(self.params, self.world)
+        info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip))
+        self.opt.step()
+        with torch.no_grad():
+            decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # short early memory
+            torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.params], 1 - decay)
+        self.step += 1
+        return info
+
+    @torch.no_grad()
+    def validate(self, hn: HyperNet | None = None, limit: int | None = None) -> dict[int, float]:
+        """VAL accuracy (%) of the clean K=1 network at each validation width."""
+        hn = hn or self.ema
+        accs = {}
+        for w in self.cfg.default_val_widths():
+            gen = generated_tensors(hn, self.cfg.scope, w, self.in_ch, self.n_cls, seed=None)
+            state = full_state(self.base, gen, self.cfg.scope, w, self.in_ch, self.n_cls)
+            accs[w] = accuracy(state, self.splits.val, self.splits.info, limit=limit or self.cfg.val_limit)
+        return accs
+
+    # --- checkpoints (scratch, rank 0 only) ---
+    def _save(self) -> None:
+        if self.rank != 0:
+            return
+        state = {"step": self.step, "wall": self.wall, "best": self.best, "hn": self.hn.state_dict(),
+                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict()}
+        tmp = self.out / "last.pt.incomplete"
+        torch.save(state, tmp)
+        tmp.replace(self.out / "last.pt")
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            return
+        state = torch.load(path, weights_only=True)
+        self.hn.load_state_dict(state["hn"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.wall, self.best = state["step"], state["wall"], state["best"]
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _maybe_best(self, accs: dict[int, float], train: dict[str, float] | None = None) -> None:
+        score = sum(accs.values()) / len(accs)
+        self._log({"step": self.step, "val": accs, "score": score, "wall_s": round(self.wall, 1), **(train or {})})
+        if self.rank == 0 and score > self.best["score"]:
+            self.best = {"score": score, "step": self.step, "val": {str(k): v for k, v in accs.items()}}
+            save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(self.out / "best_ema.safetensors"),
+                      metadata={"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})
+
+    def run(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
+                   desc=f"hypernet[{cfg.scope}]", dynamic_ncols=True)
+        start = time.time() - self.wall
+        running: dict[str, list[float]] = {}
+        while self.step < self.total_steps:
+            info = self.train_step()
+            self.wall = time.time() - start
+            if self.world > 1:  # one clock for all ranks: the time-based schedule and stop must agree
+                clock = torch.tensor([self.wall], dtype=torch.float64)
+                dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+                self.wall = float(clock)
+            for k in ("ce", "acc", "rec"):
+                if k in info:
+                    running.setdefault(k, []).append(info[k])
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in info.items() if k in ("width", "ce", "acc", "rec")})
+            out_of_time = cfg.max_minutes is not None and self.wall > 60 * cfg.max_minutes
+            done = self.step >= self.total_steps or out_of_time
+            if self.step % cfg.val_every == 0 or done:
+                train = {f"train_{k}": round(sum(v) / len(v), 4) for k, v in running.items()}
+                self._maybe_best(self.validate(), train)
+                running.clear()
+            if self.step % cfg.ckpt_every == 0 or done:
+                self._save()
+            if out_of_time:
+                break
+        bar.close()
+        if self.world > 1:
+            # Every rank records a digest of its weights: identical digests = the ranks stayed in sync.
+            (self.out / f"rank{self.rank}.sha256").write_text(weights_digest(self.hn) + "\n")
+            dist.barrier()
+        return {"step": self.step, "wall_s": self.wall, "best": self.best}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    return Trainer(cfg).run()
+
+
+if __name__ == "__main__":  # torchrun entry point
+    import sys
+
+    from service.training.hypernet_commands import main
+
+    sys.exit(main())

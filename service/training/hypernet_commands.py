@@ -1,0 +1,107 @@
+"""``neumeta train hypernet``: CLI wiring of ``service.training.hypernet``.
+
+``register(train_subparsers)`` adds the ``hypernet`` verb under ``neumeta train``; ``main()`` is
+the same parser standalone, which is what torchrun launches:
+
+    torchrun --standalone --nproc_per_node 2 -m service.training.hypernet --base ... --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from service.errors import InvalidParameter
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", required=True, help="permuted folded full-width model (.safetensors)")
+    p.add_argument("--scope", default="all", choices=("all", "last"), help="which blocks morph")
+    p.add_argument("--out", required=True, help="run directory (resumes from its last.pt)")
+    p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10"))
+    p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
+    p.add_argument("--steps", type=int, default=2000, help="task steps after the warm start")
+    p.add_argument("--warm-steps", type=int, default=200, help="data-free reconstruction-only steps first")
+    p.add_argument("--batch", type=int, default=128, help="images per step per rank")
+    p.add_argument("--widths-train", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="width range sampled per step (default: 16 64)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--freqs", type=int, default=8)
+    p.add_argument("--noise", type=float, default=1.0, help="coordinate noise in channels (0 = none)")
+    p.add_argument("--zero-init", default="conv2", choices=("conv2", "all", "bias", "none"),
+                   help="INR heads whose output layer starts at zero (conv2: blocks start as identities, "
+                        "conv1 at He scale)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--lambda-rec", type=float, default=1.0)
+    p.add_argument("--lambda-norm", type=float, default=1e-4)
+    p.add_argument("--rec-widths", default="all", choices=("all", "full"),
+                   help="reconstruct channel slices at every width (all) or only the full model (full)")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--val-widths", type=int, nargs="+", default=None)
+    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--val-limit", type=int, default=2000, help="VAL images per width during training")
+    p.add_argument("--ckpt-every", type=int, default=50)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace):
+    from service.training.hypernet import TrainConfig
+
+    base = Path(args.base)
+    if not base.is_file():
+        raise InvalidParameter(f"base model {base} does not exist (train and permute it first: "
+                               f"`neumeta train base`, then permute)")
+    lo, hi = args.widths_train or (16, 64)
+    if not 1 <= lo <= hi <= 64:
+        raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= 64")
+    if args.steps < 0 or args.warm_steps < 0 or args.batch < 1:
+        raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
+    return TrainConfig(
+        base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
+        steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi),
+        hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init, lr=args.lr, weight_decay=args.weight_decay,
+        lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm, rec_widths=args.rec_widths, clip=args.clip,
+        ema_decay=args.ema_decay, val_widths=args.val_widths or [], val_every=args.val_every,
+        val_limit=args.val_limit, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
+        threads=args.threads, seed=args.seed, progress=not args.no_progress,
+    )
+
+
+def cmd_train_hypernet(args: argparse.Namespace, launcher: str = "neumeta") -> int:
+    from service.training.hypernet import Trainer
+
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg)
+    if trainer.rank == 0:
+        # The exact command goes into the run directory; ship.py copies it into the manifest.
+        (Path(cfg.out) / "command.txt").write_text(shlex.join([*launcher.split(), *sys.argv[1:]]) + "\n")
+    result = trainer.run()
+    if trainer.rank == 0:
+        print(json.dumps(result))
+    return 0
+
+
+def register(train_subparsers: argparse._SubParsersAction) -> None:
+    p = train_subparsers.add_parser("hypernet", help="train the NeuMeta INR on a permuted base model")
+    add_arguments(p)
+    p.set_defaults(func=cmd_train_hypernet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.training.hypernet")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    world = os.environ.get("WORLD_SIZE", "1")
+    launcher = f"torchrun --nproc_per_node {world} -m service.training.hypernet" if world != "1" \
+        else "python -m service.training.hypernet"
+    return cmd_train_hypernet(args, launcher)

@@ -1,0 +1,101 @@
+"""Baselines (slicing, L1 pruning) and the evaluation table, on tiny random models and synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from service.archs import ResNet20, fold_batchnorm, folded_model, tensor_specs
+from service.hypernet import load_checkpoint
+from service.training.baselines import l1_keep_indices, l1_pruned_state, sliced_state
+from service.training.evaluate import accuracy, evaluate, individual_width, table, write_outputs
+from service.training.hypernet import synthetic_splits
+from tests.factories import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return fold_batchnorm(ResNet20(1, 10).eval())
+
+
+@pytest.mark.parametrize("scope", ["all", "last"])
+@pytest.mark.parametrize("width", [8, 16, 33, 64])
+def test_baselines_have_the_shapes_of_the_requested_width(base, scope, width):
+    if scope == "last" and width < 16:
+        width = 16
+    want = {s.name: s.shape for s in tensor_specs(scope, width, 1, 10)}
+    for state in (sliced_state(base, scope, width, 1, 10), l1_pruned_state(base, scope, width, 1, 10)):
+        assert list(state) == list(want)
+        assert {k: tuple(v.shape) for k, v in state.items()} == want
+        logits = folded_model(state, 1, 10)(torch.randn(2, 1, 28, 28))
+        assert logits.shape == (2, 10)
+
+
+def test_sliced_and_pruned_models_at_full_width_equal_the_full_model(base):
+    x = torch.randn(4, 1, 28, 28)
+    full = folded_model(base, 1, 10)(x)
+    for scope in ("all", "last"):
+        sliced = sliced_state(base, scope, 64, 1, 10)
+        assert all(torch.equal(sliced[k], base[k]) for k in base)
+        assert torch.allclose(folded_model(sliced, 1, 10)(x), full)
+        pruned = folded_model(l1_pruned_state(base, scope, 64, 1, 10), 1, 10)(x)
+        assert torch.allclose(pruned, full, atol=1e-6)
+
+
+def test_slicing_keeps_the_first_channels_and_pruning_the_largest(base):
+    state = {k: v.clone() for k, v in base.items()}
+    w = state["layer3.2.conv1.weight"]
+    w[:] = 0.01
+    w[[5, 40, 63]] = 1.0  # three dominant filters
+    pruned = l1_pruned_state(state, "last", 3, 1, 10)
+    assert torch.equal(l1_keep_indices(w, 3), torch.tensor([5, 40, 63]))
+    assert torch.equal(pruned["layer3.2.conv1.weight"], w[[5, 40, 63]])
+    assert torch.equal(pruned["layer3.2.conv2.weight"], state["layer3.2.conv2.weight"][:, [5, 40, 63]])
+    sliced = sliced_state(state, "last", 3, 1, 10)
+    assert torch.equal(sliced["layer3.2.conv1.weight"], w[:3])
+
+
+def test_individual_width_reads_the_layout(base):
+    assert individual_width(base, "all") == 64
+    narrow = sliced_state(base, "all", 16, 1, 10)
+    assert individual_width(narrow, "all") == 16
+    assert individual_width(narrow, "last") is None
+    assert individual_width(sliced_state(base, "last", 24, 1, 10), "last") == 24
+
+
+def test_accuracy_counts_correct_predictions(base):
+    splits = synthetic_splits(32)
+    model = folded_model(base, 1, 10)
+    from service.training.data import normalize
+
+    predicted = model(normalize(splits.test.images, splits.info)).argmax(1)
+    expected = 100.0 * float((predicted == splits.test.labels).float().mean())
+    assert accuracy(base, splits.test, splits.info) == pytest.approx(expected)
+    relabelled = type(splits.test)(splits.test.images, predicted)
+    assert accuracy(base, relabelled, splits.info) == 100.0
+
+
+def test_evaluate_writes_table_json_and_plots(tmp_path, base):
+    ckpt = load_checkpoint(tiny_checkpoint(tmp_path / "c.safetensors", arch="resnet20-last", scope="last",
+                                           widths_allowed={"min": 60, "max": 64}))
+    splits = synthetic_splits(64)
+    indiv = tmp_path / "individual-w62.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(sliced_state(base, "last", 62, 1, 10), str(indiv))
+    result = evaluate(ckpt, splits, base, individual=[indiv, tmp_path / "individual-w16"], subset=8, key_widths=(16, 60, 64),
+                      progress=False)
+    methods = {(r["method"], r["width"]) for r in result["rows"]}
+    for w in range(60, 65):
+        assert {("neumeta", w), ("slicing", w), ("l1_prune", w)} <= methods
+    assert ("individual", 62) in methods and ("base_full", 64) in methods
+    assert result["individual_not_trained"] == [str(tmp_path / "individual-w16")]
+    assert result["key_widths"] == [60, 64]
+    text = table(result)
+    assert "not yet trained" in text and "slicing" in text
+    paths = write_outputs(result, tmp_path / "out")
+    assert all(p.stat().st_size > 0 for p in paths) and {p.suffix for p in paths} == {".json", ".png"}
+    assert json.loads(paths[0].read_text())["arch"] == "resnet20-last"

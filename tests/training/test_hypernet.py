@@ -1,0 +1,145 @@
+"""INR training: objective, gradients, resume, reconstruction targets, shipping. Tiny INR, synthetic data."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from service.archs import ResNet20, fold_batchnorm, tensor_specs
+from service.hypernet import generate, load_checkpoint
+from service.archs import ROLES
+from service.training.hypernet import (
+    TrainConfig,
+    Trainer,
+    generated_tensors,
+    reconstruction_targets,
+    weighted_mse,
+    weights_digest,
+)
+from service.training.ship import ship
+
+
+def tiny_base(path, seed: int = 0):
+    torch.manual_seed(seed)
+    model = ResNet20(1, 10).eval()
+    for m in model.modules():  # non-trivial BN statistics so folding matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    state = fold_batchnorm(model)
+    save_file(state, str(path))
+    return state
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    base = tmp_path / "base.safetensors"
+    if not base.exists():
+        tiny_base(base)
+    fields = dict(base=str(base), out=str(tmp_path / "run"), data="synthetic:64", steps=2, warm_steps=1, batch=8,
+                  hidden=16, layers=1, freqs=2, val_widths=[16, 64], val_limit=16, val_every=1000,
+                  ckpt_every=1, progress=False)
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def test_generated_blocks_can_start_at_zero_so_the_output_layer_learns_first(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, zero_init="all"))
+    loss, info = trainer.loss(0)
+    assert info["norm"] == 0.0  # every generated tensor is 0: each block starts as the identity
+    loss.backward()
+    assert trainer.hn.w_out.grad.abs().sum() > 0 and torch.isfinite(trainer.hn.w_out.grad).all()
+
+
+def test_default_init_starts_blocks_as_identities_with_he_scaled_conv1(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, warm_steps=0))
+    gen = generated_tensors(trainer.hn, "all", 64, 1, 10, seed=None)
+    for name, t in gen.items():
+        if name.endswith(("conv2.weight", "conv2.bias", "conv1.bias")):
+            assert not t.any(), name
+    stds = [float(t.detach().std()) / (2.0 / t[0].numel()) ** 0.5 for k, t in gen.items() if k.endswith("conv1.weight")]
+    assert 0.5 < sum(stds) / len(stds) < 2.0  # He scale on average over the blocks
+    loss, _ = trainer.loss(0)
+    loss.backward()  # not a saddle: conv2's head gets gradient at step 0
+    assert trainer.hn.w_out.grad[ROLES.index("conv2.weight")].abs().sum() > 0
+
+
+def test_a_task_step_gives_finite_nonzero_grads_for_every_inr_parameter(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, steps=3))
+    trainer.train_step()  # moves the zero-initialised output layer, so gradients reach every layer
+    trainer.opt.zero_grad()
+    loss, info = trainer.loss(1)
+    assert "ce" in info and "rec" in info and torch.isfinite(loss)
+    loss.backward()
+    for name, p in trainer.hn.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} gets no gradient"
+
+
+def test_warm_start_steps_reduce_the_reconstruction_loss(tmp_path):
+    cfg = tiny_config(tmp_path, warm_steps=40, steps=0, lr=1e-2, widths_train=(32, 32))
+    trainer = Trainer(cfg)
+    first = trainer.loss(0)[1]
+    assert "ce" not in first  # data-free phase
+    for _ in range(40):
+        trainer.train_step()
+    assert trainer.loss(1)[1]["rec"] < 0.9 * first["rec"]
+
+
+def test_resume_restores_step_weights_and_ema(tmp_path):
+    cfg = tiny_config(tmp_path, steps=3, warm_steps=1)
+    first = Trainer(cfg)
+    for _ in range(2):
+        first.train_step()
+    first._save()
+    resumed = Trainer(cfg)
+    assert resumed.step == 2
+    assert weights_digest(resumed.hn) == weights_digest(first.hn)
+    assert weights_digest(resumed.ema) == weights_digest(first.ema)
+    assert weights_digest(resumed.ema) != weights_digest(resumed.hn)  # EMA is its own copy
+    result = resumed.run()
+    assert result["step"] == 4 and (tmp_path / "run" / "best_ema.safetensors").is_file()
+
+
+def test_reconstruction_targets_are_leading_channel_slices(tmp_path):
+    base = tiny_base(tmp_path / "b.safetensors")
+    targets = reconstruction_targets(base, "all", 32, 1, 10)
+    specs = {s.name: s for s in tensor_specs("all", 32, 1, 10) if s.role}
+    assert set(targets) == set(specs)
+    for name, t in targets.items():
+        assert tuple(t.shape) == specs[name].shape
+    # layer2.1: stage width 32 -> inner 16 at width 32
+    assert torch.equal(targets["layer2.1.conv1.weight"], base["layer2.1.conv1.weight"][:16])
+    assert torch.equal(targets["layer2.1.conv1.bias"], base["layer2.1.conv1.bias"][:16])
+    assert torch.equal(targets["layer2.1.conv2.weight"], base["layer2.1.conv2.weight"][:, :16])
+    assert torch.equal(targets["layer2.1.conv2.bias"], base["layer2.1.conv2.bias"])
+    full = reconstruction_targets(base, "all", 64, 1, 10)
+    assert all(torch.equal(t, base[k]) for k, t in full.items())
+    last = reconstruction_targets(base, "last", 20, 1, 10)
+    assert sorted(last) == sorted(f"layer3.2.{r}" for r in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"))
+    assert torch.equal(last["layer3.2.conv2.weight"], base["layer3.2.conv2.weight"][:, :20])
+
+
+def test_weighted_mse_weights_errors_by_target_magnitude():
+    target = torch.tensor([1.0, 0.01])
+    assert weighted_mse(target, target) == 0
+    err_on_big = weighted_mse(target + torch.tensor([0.1, 0.0]), target)
+    err_on_small = weighted_mse(target + torch.tensor([0.0, 0.1]), target)
+    assert err_on_big > 50 * err_on_small
+
+
+def test_ship_writes_a_checkpoint_the_service_loads_and_generates_from(tmp_path):
+    cfg = tiny_config(tmp_path, steps=2, warm_steps=1, scope="last", widths_train=(16, 64))
+    Trainer(cfg).run()
+    out = tmp_path / "ship" / "resnet20-fmnist-last.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", out, samples=1, threads=1)
+    ckpt = load_checkpoint(out)
+    m = ckpt.manifest
+    assert (m.arch, m.scope.value, m.widths_allowed.min, m.widths_allowed.max) == ("resnet20-last", "last", 16, 64)
+    assert m.training["hardware"] and m.training["steps_done"] == 3 and m.training["command"] is None
+    assert m.inr.hidden == 16
+    state = generate(ckpt, 20)
+    assert state["layer3.2.conv1.weight"].shape == (20, 64, 3, 3)
+    # fixed layers come from the base unchanged
+    assert torch.equal(state["fc.weight"], load_file(str(tmp_path / "base.safetensors"))["fc.weight"])
+    assert out.stat().st_size < 20 * 1024 * 1024
