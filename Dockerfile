@@ -35,6 +35,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
+    OMP_WAIT_POLICY=PASSIVE \
     NEUMETA_HOST=0.0.0.0 \
     NEUMETA_PORT=8000
 RUN groupadd --system --gid 10001 neumeta \
@@ -78,6 +79,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     TRITON_CACHE_DIR=/tmp/triton \
+    OMP_WAIT_POLICY=PASSIVE \
     NEUMETA_HOST=0.0.0.0 \
     NEUMETA_PORT=8000
 # The one compiler in a final image, on purpose: Triton JIT-compiles its small C launcher stubs

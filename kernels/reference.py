@@ -59,10 +59,18 @@ def sample_key(seed: int, k: int) -> int:
     return int(hash32(torch.tensor([(seed & MASK32) ^ hk], dtype=torch.int64)).item())
 
 
-def uniform_noise(key: int, n_rows: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+def counter_hashes(n_rows: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """hash32(n * D + d) for every component: the first hash round, shared by all samples."""
+    return hash32(torch.arange(n_rows * dim, dtype=torch.int64, device=device))
+
+
+def uniform_noise(
+    key: int, n_rows: int, dim: int, device: torch.device | None = None, hashed: torch.Tensor | None = None
+) -> torch.Tensor:
     """(n_rows, dim) float32 in [0, 1): the noise stream of one sample."""
-    counter = torch.arange(n_rows * dim, dtype=torch.int64, device=device)
-    bits = hash32(hash32(counter) ^ key)
+    if hashed is None:
+        hashed = counter_hashes(n_rows, dim, device)
+    bits = hash32(hashed ^ key)
     return ((bits >> 8).to(torch.float32) * (1.0 / (1 << 24))).view(n_rows, dim)
 
 
@@ -75,11 +83,16 @@ def encode(v: torch.Tensor, num_freqs: int) -> torch.Tensor:
 
 
 def head_mlp(e: torch.Tensor, w: INRWeights, h: int) -> torch.Tensor:
-    """One head's MLP on encoded rows (R, E) -> (R, O)."""
-    x = torch.relu(e @ w.w_in[h] + w.b_in[h])
+    """One head's MLP on encoded rows (R, E) -> (R, O).
+
+    Bias adds ride in ``addmm`` and the residual update is one ``addcmul``: at CPU sizes the
+    elementwise passes over (R, H) cost as much as the matmuls, so fewer passes is faster.
+    """
+    x = torch.addmm(w.b_in[h], e, w.w_in[h]).relu_()
     for layer in range(w.w_hidden.shape[1]):
-        x = x + w.res_scale[h, layer] * torch.relu(x @ w.w_hidden[h, layer] + w.b_hidden[h, layer])
-    return x @ w.w_out[h] + w.b_out[h]
+        branch = torch.addmm(w.b_hidden[h, layer], x, w.w_hidden[h, layer]).relu_()
+        x = torch.addcmul(x, w.res_scale[h, layer], branch)
+    return torch.addmm(w.b_out[h], x, w.w_out[h])
 
 
 def inr_mean_reference(
@@ -101,11 +114,12 @@ def inr_mean_reference(
         raise ValueError(f"head_offsets {head_offsets} do not cover {n_rows} rows")
     # Every sample's coordinates, stacked: (K, N, D).
     batch = []
+    hashed = counter_hashes(n_rows, dim, coords.device) if samples > int(clean_first) else None
     for k in range(samples):
         if k == 0 and clean_first:
             batch.append(coords)
         else:
-            u = uniform_noise(sample_key(seed, k), n_rows, dim, coords.device)
+            u = uniform_noise(sample_key(seed, k), n_rows, dim, coords.device, hashed)
             batch.append(coords + (u - 0.5) * jitter)
     v = torch.stack(batch)
     outs = []

@@ -205,6 +205,10 @@ def _classify(exc: BaseException) -> CommandError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenMP threads that spin at barriers steal the core that the event loop or another worker
+    # needs: a cold width-64 K=5 generation took 1.9 s spinning vs 0.6 s passive on 2 busy cores
+    # (docs/BENCHMARKS.md). Must be set before torch loads its OpenMP runtime.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

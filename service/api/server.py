@@ -61,6 +61,7 @@ def app_for_serving():  # -> FastAPI; runs in each uvicorn worker process
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # also for `python -m`; see service.cli.main
     os.environ.update(_overrides(args))
     get_settings.cache_clear()
     try:
