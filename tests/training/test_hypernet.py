@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file, save_file
 
-from service.archs import ResNet20, fold_batchnorm, tensor_specs
+from service.archs import ROLES, ResNet20, fold_batchnorm, tensor_specs
 from service.hypernet import generate, load_checkpoint
-from service.archs import ROLES
 from service.training.hypernet import (
     TrainConfig,
     Trainer,
