@@ -60,18 +60,14 @@ def sample_key(seed: int, k: int) -> int:
 
 
 def counter_hashes(n_rows: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
-    """hash32(n * D + d) for every component: the first hash round, shared by all samples."""
-    return hash32(torch.arange(n_rows * dim, dtype=torch.int64, device=device))
+    """(n_rows, dim) hash32(n * D + d): the first hash round, shared by all samples."""
+    return hash32(torch.arange(n_rows * dim, dtype=torch.int64, device=device)).view(n_rows, dim)
 
 
-def uniform_noise(
-    key: int, n_rows: int, dim: int, device: torch.device | None = None, hashed: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(n_rows, dim) float32 in [0, 1): the noise stream of one sample."""
-    if hashed is None:
-        hashed = counter_hashes(n_rows, dim, device)
+def uniform_noise(key: int, hashed: torch.Tensor) -> torch.Tensor:
+    """The noise stream of one sample, in [0, 1), shaped like ``hashed`` (``counter_hashes``)."""
     bits = hash32(hashed ^ key)
-    return ((bits >> 8).to(torch.float32) * (1.0 / (1 << 24))).view(n_rows, dim)
+    return (bits >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
 def encode(v: torch.Tensor, num_freqs: int) -> torch.Tensor:
@@ -119,7 +115,7 @@ def inr_mean_reference(
         if k == 0 and clean_first:
             batch.append(coords)
         else:
-            u = uniform_noise(sample_key(seed, k), n_rows, dim, coords.device, hashed)
+            u = uniform_noise(sample_key(seed, k), hashed)
             batch.append(coords + (u - 0.5) * jitter)
     v = torch.stack(batch)
     outs = []
