@@ -1,7 +1,9 @@
 """Train a ResNet20 (full width = the base model, or narrower = an individual baseline), then fold BN.
 
 Recipe: SGD (momentum 0.9, Nesterov), weight decay, cosine learning rate over the planned steps,
-crop + flip augmentation. Validation accuracy after every epoch picks the best model; the test
+crop + flip augmentation. ``--precision bf16`` (the default) runs convolutions under bfloat16
+autocast in channels-last layout: 1.8x faster per step on an AVX-512-BF16 CPU (160 -> 91 ms at
+batch 128, measured), while weights, optimizer state and BatchNorm statistics stay float32. Validation accuracy after every epoch picks the best model; the test
 split is read once, at the end, for the report.
 
 Run directory (``--out``):
@@ -39,7 +41,8 @@ from service.errors import InvalidParameter
 from service.training.data import Split, Splits, batches, epoch_order, load_dataset
 
 # Hyperparameters a resumed run must keep (changing them mid-run would silently change the recipe).
-FROZEN_ON_RESUME = ("dataset", "batch", "lr", "wd", "momentum", "seed", "inner_widths")
+FROZEN_ON_RESUME = ("dataset", "batch", "lr", "wd", "momentum", "seed", "inner_widths", "precision")
+PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     inner_widths: list[int] | None = None  # None = full width
+    precision: str = "bf16"  # "bf16": autocast + channels-last while training; "fp32": plain
     log_every: int = 100  # steps between log lines
     save_every: int = 200  # steps between resume checkpoints (also saved at every epoch end)
     max_steps: int | None = None  # stop (resumably) after this global step: smoke runs and tests
@@ -85,6 +89,8 @@ def _save_atomic(obj: dict, path: Path) -> None:
 def _build(cfg: TrainConfig, splits: Splits) -> tuple[ResNet20, torch.optim.SGD]:
     torch.manual_seed(cfg.seed)
     model = ResNet20(splits.info.in_channels, splits.info.num_classes, cfg.inner_widths, batchnorm=True)
+    if cfg.precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.wd)
     return model, opt
@@ -171,8 +177,11 @@ def _run_epoch(cfg: TrainConfig, splits: Splits, model: ResNet20, opt: torch.opt
     for x, y in bar:  # x: (B, C, H, W) float32, y: (B,)
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, progress.step, total_steps)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        if cfg.precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -229,6 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser, default_out: str | None) -> N
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--wd", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="bf16", choices=PRECISIONS,
+                        help="bf16: bfloat16 autocast + channels-last while training (weights stay fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (resumably) after this many steps")
 
@@ -241,6 +252,7 @@ def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = 
         torch.set_num_threads(args.threads)
     return TrainConfig(out=str(args.out), dataset=args.dataset, data=args.data, epochs=args.epochs,
                        batch=args.batch, lr=args.lr, wd=args.wd, seed=args.seed, inner_widths=inner_widths,
+                       precision=getattr(args, "precision", "bf16"),
                        max_steps=args.max_steps, extra=extra)
 
 

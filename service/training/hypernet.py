@@ -8,6 +8,12 @@ One step, at a width w drawn uniformly from the training range (the same w on ev
     loss   = CE(functional_call(resnet_w, state, x), y)
            + lambda_rec  * mean_t mean(omega_t * (gen_t - target_t)^2)   omega = |W*| / max|W*|
            + lambda_norm * sum_t ||gen_t||_F
+           + lambda_kd   * T^2 KL(softmax(base(x)/T) || softmax(logits/T))   (--lambda-kd, ours)
+
+The distillation term (off by default; not in the paper) is US-Net's "inplace distillation" with
+the fixed full-width base as teacher: the morphed network learns the base's whole output
+distribution at every width instead of only the label. ``--precision bf16`` runs the ResNet20
+forward/backward under bfloat16 autocast in channels-last layout (the INR itself stays float32).
 
 Reconstruction targets at w are the leading channel slices of the permuted full model
 (``--rec-widths all``, our default: the permuted order makes the first channels a good start) or
@@ -63,6 +69,9 @@ class TrainConfig:
     weight_decay: float = 1e-2
     lambda_rec: float = 1.0
     lambda_norm: float = 1e-4
+    lambda_kd: float = 0.0  # weight of the distillation term (0 = off, the paper)
+    kd_temperature: float = 2.0
+    precision: str = "fp32"  # "bf16": ResNet forward under bfloat16 autocast + channels-last
     rec_widths: str = "all"  # "all": slices at every width; "full": only at w = 64 (paper)
     clip: float = 1.0  # gradient-norm clip
     ema_decay: float = 0.995
@@ -130,6 +139,14 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """NeuMeta's magnitude-weighted MSE: mean(omega * (pred - target)^2), omega = |W*|/max|W*|."""
     mag = target.abs() + 1e-6
     return ((pred - target).square() * (mag / mag.max())).mean()
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's KD term: T^2 * KL(p_teacher || p_student) at temperature T, batch mean.
+    student, teacher: (B, classes) logits."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
+                    log_target=True) * t * t
 
 
 def generated_tensors(hn: HyperNet, scope: str, width: int, in_channels: int, num_classes: int,
@@ -220,6 +237,9 @@ class Trainer:
         self.step, self.wall = 0, 0.0
         self.best: dict[str, Any] = {"score": -1.0}
         self.models: dict[int, ResNet20] = {}
+        self.teacher = ResNet20(self.in_ch, self.n_cls, None, batchnorm=False).requires_grad_(False)
+        self.teacher.load_state_dict(self.base)
+        self.teacher.eval()
         self.order_cache: tuple[int, torch.Tensor] | None = None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -285,10 +305,20 @@ class Trainer:
         if step >= cfg.warm_steps:
             x, y = self.batch_at(step - cfg.warm_steps)
             state = full_state(self.base, gen, cfg.scope, w, self.in_ch, self.n_cls)
-            logits = torch.func.functional_call(self.model(w), state, (x,))
+            bf16 = cfg.precision == "bf16"
+            if bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = torch.func.functional_call(self.model(w), state, (x,)).float()
+                if cfg.lambda_kd > 0:
+                    with torch.no_grad():
+                        teacher = self.teacher(x).float()
             parts["ce"] = F.cross_entropy(logits, y)
             parts["acc"] = (logits.argmax(1) == y).float().mean() * 100
             loss = loss + parts["ce"]
+            if cfg.lambda_kd > 0:
+                parts["kd"] = distillation(logits, teacher, cfg.kd_temperature)
+                loss = loss + cfg.lambda_kd * parts["kd"]
         return loss, {"width": w, **{k: float(v.detach()) for k, v in parts.items()}}
 
     def train_step(self) -> dict[str, float]:
@@ -365,7 +395,7 @@ class Trainer:
                 clock = torch.tensor([self.wall], dtype=torch.float64)
                 dist.all_reduce(clock, op=dist.ReduceOp.MAX)
                 self.wall = float(clock)
-            for k in ("ce", "acc", "rec"):
+            for k in ("ce", "acc", "rec", "kd"):
                 if k in info:
                     running.setdefault(k, []).append(info[k])
             bar.update(1)

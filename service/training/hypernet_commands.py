@@ -40,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--lambda-rec", type=float, default=1.0)
     p.add_argument("--lambda-norm", type=float, default=1e-4)
+    p.add_argument("--lambda-kd", type=float, default=0.0,
+                   help="weight of distillation from the base's logits (0 = off, the paper)")
+    p.add_argument("--kd-temperature", type=float, default=2.0)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32)")
     p.add_argument("--rec-widths", default="all", choices=("all", "full"),
                    help="reconstruct channel slices at every width (all) or only the full model (full)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
@@ -64,13 +69,16 @@ def config_from_args(args: argparse.Namespace):
     lo, hi = args.widths_train or (16, 64)
     if not 1 <= lo <= hi <= 64:
         raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= 64")
+    if args.lambda_kd < 0 or args.kd_temperature <= 0:
+        raise InvalidParameter("--lambda-kd must be >= 0 and --kd-temperature > 0")
     if args.steps < 0 or args.warm_steps < 0 or args.batch < 1:
         raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
     return TrainConfig(
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi),
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init, lr=args.lr, weight_decay=args.weight_decay,
-        lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm, rec_widths=args.rec_widths, clip=args.clip,
+        lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
+        lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision, rec_widths=args.rec_widths, clip=args.clip,
         ema_decay=args.ema_decay, val_widths=args.val_widths or [], val_every=args.val_every,
         val_limit=args.val_limit, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
         threads=args.threads, seed=args.seed, progress=not args.no_progress,

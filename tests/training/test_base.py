@@ -63,8 +63,9 @@ def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(t
     assert [h["val_acc"] for h in whole["history"]] == [h["val_acc"] for h in resumed["history"]]
 
 
-def test_finished_run_writes_a_folded_model_and_sidecar(tmp_path, splits):
-    train(config(tmp_path), splits, command="neumeta train base --epochs 2")
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_finished_run_writes_a_folded_model_and_sidecar(tmp_path, splits, precision):
+    train(config(tmp_path, precision=precision), splits, command="neumeta train base --epochs 2")
     folded = load_file(tmp_path / "folded.safetensors")
     sidecar = json.loads((tmp_path / "folded.json").read_text())
     assert "layer3.2.conv1.bias" in folded and not any("bn" in k for k in folded)
@@ -76,6 +77,8 @@ def test_finished_run_writes_a_folded_model_and_sidecar(tmp_path, splits):
     acc = float((net(x).argmax(1) == splits.test.labels).float().mean())
     assert sidecar["test_acc"] == pytest.approx(acc)
     assert 1 <= sidecar["best_epoch"] <= 2
+    assert sidecar["recipe"]["precision"] == precision
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in folded.values())
 
 
 def test_individual_width_trains_narrow_blocks(tmp_path, splits):
@@ -91,6 +94,8 @@ def test_resume_refuses_a_changed_recipe(tmp_path, splits):
     train(config(tmp_path, max_steps=1), splits)
     with pytest.raises(InvalidParameter, match="lr"):
         train(config(tmp_path, lr=0.2), splits)
+    with pytest.raises(InvalidParameter, match="precision"):
+        train(config(tmp_path, precision="fp32"), splits)
 
 
 def test_cosine_schedule_starts_at_lr_and_ends_at_zero():

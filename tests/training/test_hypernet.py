@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -10,6 +11,7 @@ from service.hypernet import generate, load_checkpoint
 from service.training.hypernet import (
     TrainConfig,
     Trainer,
+    distillation,
     generated_tensors,
     reconstruction_targets,
     weighted_mse,
@@ -73,6 +75,28 @@ def test_a_task_step_gives_finite_nonzero_grads_for_every_inr_parameter(tmp_path
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} gets no gradient"
+
+
+def test_distillation_is_zero_only_when_the_student_matches_the_teacher():
+    teacher = torch.randn(6, 10)
+    assert float(distillation(teacher.clone(), teacher, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(6, 10, requires_grad=True)
+    kd = distillation(student, teacher, 2.0)
+    assert kd > 0
+    kd.backward()
+    with torch.no_grad():  # a small step against the gradient moves the student towards the teacher
+        assert distillation(student - 0.1 * student.grad, teacher, 2.0) < kd
+
+
+def test_distilled_bf16_step_trains_every_inr_parameter(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, steps=3, lambda_kd=1.0, precision="bf16"))
+    trainer.train_step()
+    trainer.opt.zero_grad()
+    loss, info = trainer.loss(1)
+    assert info["kd"] > 0 and torch.isfinite(loss)
+    loss.backward()
+    for name, p in trainer.hn.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
 def test_warm_start_steps_reduce_the_reconstruction_loss(tmp_path):
