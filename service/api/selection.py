@@ -6,17 +6,10 @@ from collections.abc import Callable
 
 from service.api.query import ModelQuery
 from service.archs import param_count
-from service.errors import InvalidParameter, WidthOutOfRange
+from service.errors import WidthOutOfRange
 from service.export import predict_size
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_request
-
-
-def resolve_samples(ckpt: Checkpoint, requested: int | None, max_samples: int) -> int:
-    k = ckpt.manifest.default_samples if requested is None else requested
-    if not 1 <= k <= max_samples:
-        raise InvalidParameter(f"samples must be an integer in 1..{max_samples}, got {k}")
-    return k
 
 
 def _largest_fitting(lo: int, hi: int, cost: Callable[[int], int], budget: int) -> int | None:

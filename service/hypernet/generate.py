@@ -23,9 +23,15 @@ def check_request(ckpt: Checkpoint, width: int, samples: int | None) -> int:
         raise WidthOutOfRange(
             f"width {width} is outside {ckpt.manifest.arch}'s allowed range {allowed.min}..{allowed.max}"
         )
-    k = ckpt.manifest.default_samples if samples is None else samples
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SAMPLES:
-        raise InvalidParameter(f"samples must be an integer in 1..{MAX_SAMPLES}, got {samples}")
+    return resolve_samples(ckpt, samples)
+
+
+def resolve_samples(ckpt: Checkpoint, requested: int | None, max_samples: int = MAX_SAMPLES) -> int:
+    """K to use: the manifest's default when not requested; ``max_samples`` (a service setting,
+    at most ``MAX_SAMPLES``) bounds it."""
+    k = ckpt.manifest.default_samples if requested is None else requested
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_samples:
+        raise InvalidParameter(f"samples must be an integer in 1..{max_samples}, got {requested}")
     return k
 
 

@@ -114,9 +114,21 @@ def evaluate(
             continue  # trained for the other scope's layout
         rows.append({"method": "individual", "width": w, "path": str(path), "acc_test": accuracy(state, test, info),
                      "params": sum(v.numel() for v in state.values())})
+    sub = f"acc_subset{subset}"
+    dips = {f"K={k}": dips_below_neighbours({r["width"]: r[sub] for r in rows
+                                             if r["method"] == "neumeta" and r["samples"] == k})
+            for k in ks}
     return {"arch": m.arch, "scope": m.scope.value, "checkpoint": ckpt.short_sha, "dataset": m.dataset,
             "subset": subset, "key_widths": key, "samples": ks, "default_samples": m.default_samples,
-            "individual_not_trained": missing, "rows": rows}
+            "individual_not_trained": missing, "dips_over_1pt": dips, "rows": rows}
+
+
+def dips_below_neighbours(acc_by_width: dict[int, float], tolerance: float = 1.0) -> list[int]:
+    """Widths whose accuracy is more than ``tolerance`` points below both neighbours' (the issue's
+    smoothness goal: an empty list means the sweep has no isolated dips)."""
+    widths = sorted(acc_by_width)
+    return [w for lo, w, hi in zip(widths, widths[1:], widths[2:])
+            if acc_by_width[w] < min(acc_by_width[lo], acc_by_width[hi]) - tolerance]
 
 
 def table(result: dict[str, Any]) -> str:
@@ -138,6 +150,8 @@ def table(result: dict[str, Any]) -> str:
     for w in widths:
         cells = [f"{by[(m, w)]:14.2f}" if (m, w) in by else f"{'-':>14}" for m in methods]
         lines.append(f"{w:5d} " + " ".join(cells))
+    for k, dips in result.get("dips_over_1pt", {}).items():
+        lines.append(f"neumeta {k}: widths more than 1 pt below both neighbours: {dips or 'none'}")
     if result["individual_not_trained"]:
         lines.append(f"individual: not yet trained ({', '.join(result['individual_not_trained'])})")
     return "\n".join(lines)

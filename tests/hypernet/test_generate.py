@@ -6,6 +6,7 @@ import torch
 from service.archs import tensor_specs
 from service.errors import InvalidParameter, WidthOutOfRange
 from service.hypernet import generate, load_checkpoint
+from service.hypernet.generate import resolve_samples
 from service.hypernet.model import HyperNetConfig
 from tests.factories import tiny_checkpoint
 
@@ -75,3 +76,10 @@ def test_k_mean_without_noise_equals_one_sample(tmp_path):
     one, many = generate(quiet, 24, samples=1), generate(quiet, 24, samples=5)
     for name in one:
         torch.testing.assert_close(one[name], many[name], rtol=0, atol=1e-6)
+
+
+def test_resolve_samples_defaults_to_the_manifest_and_honours_a_lower_service_bound(ckpt):
+    assert resolve_samples(ckpt, None) == ckpt.manifest.default_samples
+    assert resolve_samples(ckpt, 8, max_samples=8) == 8
+    with pytest.raises(InvalidParameter, match=r"1\.\.8, got 9"):
+        resolve_samples(ckpt, 9, max_samples=8)

@@ -10,7 +10,14 @@ import torch
 from service.archs import ResNet20, fold_batchnorm, folded_model, tensor_specs
 from service.hypernet import load_checkpoint
 from service.training.baselines import l1_keep_indices, l1_pruned_state, sliced_state
-from service.training.evaluate import accuracy, evaluate, individual_width, table, write_outputs
+from service.training.evaluate import (
+    accuracy,
+    dips_below_neighbours,
+    evaluate,
+    individual_width,
+    table,
+    write_outputs,
+)
 from service.training.hypernet import synthetic_splits
 from tests.factories import tiny_checkpoint
 
@@ -94,8 +101,17 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, base):
     assert ("individual", 62) in methods and ("base_full", 64) in methods
     assert result["individual_not_trained"] == [str(tmp_path / "individual-w16")]
     assert result["key_widths"] == [60, 64]
+    assert set(result["dips_over_1pt"]) == {"K=1"}
     text = table(result)
-    assert "not yet trained" in text and "slicing" in text
+    assert "below both neighbours" in text and "not yet trained" in text and "slicing" in text
     paths = write_outputs(result, tmp_path / "out")
     assert all(p.stat().st_size > 0 for p in paths) and {p.suffix for p in paths} == {".json", ".png"}
     assert json.loads(paths[0].read_text())["arch"] == "resnet20-last"
+
+
+def test_dips_are_widths_more_than_the_tolerance_below_both_neighbours():
+    acc = {16: 90.0, 17: 88.5, 18: 90.0, 19: 89.5, 20: 89.9, 21: 80.0}
+    # 17 dips 1.5 under both; 19 only 0.4 under its lower neighbour; the ends have one neighbour.
+    assert dips_below_neighbours(acc) == [17]
+    assert dips_below_neighbours(acc, tolerance=0.3) == [17, 19]
+    assert dips_below_neighbours({16: 1.0, 17: 0.0}) == []

@@ -17,11 +17,12 @@ from service.api.deps import ApiKey, Service, ServiceDep
 from service.api.errors import error_response, request_id_of
 from service.api.query import parse_model_query
 from service.api.schemas import ErrorBody
-from service.api.selection import resolve_samples, resolve_width
+from service.api.selection import resolve_width
 from service.archs import param_count
 from service.cache import cache_key
 from service.export import GENERATOR_VERSION
 from service.hypernet.checkpoint import Checkpoint
+from service.hypernet.generate import resolve_samples
 
 router = APIRouter(prefix="/model", tags=["model"], dependencies=[ApiKey])
 
