@@ -7,6 +7,7 @@ cannot run is an error that says why, never a silent fallback.
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 
@@ -66,10 +67,32 @@ def evaluate_mean(
         from kernels.fused_inr import fused_inr_mean  # imported lazily: triton is optional
 
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        args = [t.to(device) for t in (coords, jitter, out_scale)]
-        w = INRWeights(*(t.to(device) for t in weights))
+        args = [on_device(t, device) for t in (coords, jitter, out_scale)]
+        w = INRWeights(*(on_device(t, device) for t in weights))
         out = fused_inr_mean(*args, head_offsets, w, num_freqs, samples, seed, precision=precision)
         return out.cpu()
     return inr_mean_reference(
         coords, jitter, out_scale, head_offsets, weights, num_freqs, samples=samples, seed=seed
     )
+
+
+# Device copies of CPU tensors that outlive a request (checkpoint weights, cached coordinate
+# tables), so a GPU generation does not re-upload ~1-8 MB of INR weights every call. Keyed by the
+# source's id (tensors compare elementwise, so they cannot be dict keys themselves); a finalizer
+# drops the copy with its source, and the source's version counter invalidates a copy after an
+# in-place update (training).
+_DEVICE_COPIES: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.device, torch.Tensor]] = {}
+
+
+def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``, reusing the copy made last time while ``t`` is unchanged."""
+    if t.device == device:
+        return t
+    hit = _DEVICE_COPIES.get(id(t))
+    if hit is not None and hit[0]() is t and hit[1] == t._version and hit[2] == device:
+        return hit[3]
+    copy = t.detach().to(device)
+    if hit is None or hit[0]() is not t:
+        weakref.finalize(t, _DEVICE_COPIES.pop, id(t), None)
+    _DEVICE_COPIES[id(t)] = (weakref.ref(t), t._version, device, copy)
+    return copy
