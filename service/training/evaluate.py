@@ -144,8 +144,8 @@ def table(result: dict[str, Any]) -> str:
         name = r["method"] + (f"@K{r['samples']}" if "samples" in r else "")
         by[(name, r["width"])] = r.get("acc_test", r.get(sub, float("nan")))
     widths = sorted({r["width"] for r in result["rows"]})
-    lines = [f"{result['arch']} ({result['scope']}): test accuracy % (full test set at {result['key_widths']}, "
-             f"first {result['subset']} test images elsewhere)",
+    lines = [(f"{result['arch']} ({result['scope']}): test accuracy % (full test set at {result['key_widths']}, "
+              f"first {result['subset']} test images elsewhere)"),
              "width " + " ".join(f"{m:>14}" for m in methods)]
     for w in widths:
         cells = [f"{by[(m, w)]:14.2f}" if (m, w) in by else f"{'-':>14}" for m in methods]

@@ -70,7 +70,9 @@ def build_manifest(cfg: TrainConfig, splits_info: Any, base_meta: dict[str, Any]
         training={
             "recipe": {k: v for k, v in cfg.__dict__.items() if k not in ("out", "progress", "base", "data")},
             "objective": "CE at a width sampled per step + lambda_rec * magnitude-weighted MSE to the permuted "
-                         f"full model's channel slices (rec_widths={cfg.rec_widths}) + lambda_norm * sum ||W||_F",
+                         f"full model's channel slices (rec_widths={cfg.rec_widths}) + lambda_norm * sum ||W||_F"
+                         + (f" + lambda_kd * T^2 KL(base logits || generated logits), T={cfg.kd_temperature}"
+                            if cfg.lambda_kd > 0 else ""),
             "command": summary.get("command"), "steps_done": summary.get("steps_done"),
             "wall_time_s": summary.get("wall_s"), "hardware": HARDWARE,
             "selected": summary.get("best"), "default_samples_selection": samples_report,
@@ -135,7 +137,7 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
     fixed = {name: base_state[name] for name in fixed_tensor_shapes(manifest)}
     if samples is None:  # measure: does averaging noisy samples help on VAL?
         ckpt = Checkpoint(manifest, hn.eval().requires_grad_(False), fixed, sha256="0" * 64)
-        lo, hi = ALLOWED[cfg.scope]
+        lo = ALLOWED[cfg.scope][0]
         k, report = choose_default_samples(ckpt, splits, sorted({lo, 16, 32, 64}))
         manifest = build_manifest(cfg, splits.info, base_meta, summary, k, report, ev)
     out.parent.mkdir(parents=True, exist_ok=True)
