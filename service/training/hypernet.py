@@ -72,6 +72,7 @@ class TrainConfig:
     lambda_kd: float = 0.0  # weight of the distillation term (0 = off, the paper)
     kd_temperature: float = 2.0
     precision: str = "fp32"  # "bf16": ResNet forward under bfloat16 autocast + channels-last
+    init_from: str | None = None  # a service checkpoint to continue: its INR weights and fixed layers
     rec_widths: str = "all"  # "all": slices at every width; "full": only at w = 64 (paper)
     clip: float = 1.0  # gradient-norm clip
     ema_decay: float = 0.995
@@ -209,6 +210,7 @@ class Trainer:
         self.rank, self.world = init_distributed()
         self.out = Path(cfg.out)
         self.base, self.base_meta = load_base(cfg.base)
+        self.fixed = self.base  # the non-morphed layers (a continued checkpoint brings its own)
         self.in_ch = self.base["conv1.weight"].shape[1]
         self.n_cls = self.base["fc.weight"].shape[0]
         self.splits = load_splits(cfg)
@@ -231,6 +233,8 @@ class Trainer:
                 self.hn.b_out[heads] = 0.0
                 if cfg.zero_init == "conv2":
                     self._he_scale_conv1()
+        if cfg.init_from:
+            self._continue_checkpoint(cfg.init_from)
         self.ema = copy.deepcopy(self.hn).requires_grad_(False)
         self.params = list(self.hn.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -245,6 +249,20 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._resume()
+
+    @torch.no_grad()
+    def _continue_checkpoint(self, path: str) -> None:
+        """Start from a shipped checkpoint: its INR weights, and its fixed layers in place of the
+        base's (the INR was trained against those). ``--base`` stays the teacher and the
+        reconstruction target, so a better base can keep teaching an INR trained on an older one."""
+        from service.hypernet import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.manifest.inr != self.hn.config or ckpt.manifest.scope.value != self.cfg.scope:
+            raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {ckpt.manifest.inr}; "
+                             f"this run trains a {self.cfg.scope}-scope {self.hn.config}")
+        self.hn.load_state_dict(ckpt.hypernet.state_dict())
+        self.fixed = {**self.base, **{k: v.clone() for k, v in ckpt.fixed.items()}}
 
     @torch.no_grad()
     def _he_scale_conv1(self) -> None:
@@ -304,7 +322,7 @@ class Trainer:
         loss = cfg.lambda_rec * parts.get("rec", torch.zeros(())) + cfg.lambda_norm * parts["norm"]
         if step >= cfg.warm_steps:
             x, y = self.batch_at(step - cfg.warm_steps)
-            state = full_state(self.base, gen, cfg.scope, w, self.in_ch, self.n_cls)
+            state = full_state(self.fixed, gen, cfg.scope, w, self.in_ch, self.n_cls)
             bf16 = cfg.precision == "bf16"
             if bf16:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -343,7 +361,7 @@ class Trainer:
         accs = {}
         for w in self.cfg.default_val_widths():
             gen = generated_tensors(hn, self.cfg.scope, w, self.in_ch, self.n_cls, seed=None)
-            state = full_state(self.base, gen, self.cfg.scope, w, self.in_ch, self.n_cls)
+            state = full_state(self.fixed, gen, self.cfg.scope, w, self.in_ch, self.n_cls)
             accs[w] = accuracy(state, self.splits.val, self.splits.info, limit=limit or self.cfg.val_limit)
         return accs
 

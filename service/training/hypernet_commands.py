@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32)")
+    p.add_argument("--init-from", default=None,
+                   help="continue a shipped checkpoint: its INR weights and fixed layers (--base teaches)")
     p.add_argument("--rec-widths", default="all", choices=("all", "full"),
                    help="reconstruct channel slices at every width (all) or only the full model (full)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
@@ -66,6 +68,8 @@ def config_from_args(args: argparse.Namespace):
     if not base.is_file():
         raise InvalidParameter(f"base model {base} does not exist (train and permute it first: "
                                f"`neumeta train base`, then permute)")
+    if args.init_from and not Path(args.init_from).is_file():
+        raise InvalidParameter(f"--init-from {args.init_from} does not exist")
     lo, hi = args.widths_train or (16, 64)
     if not 1 <= lo <= hi <= 64:
         raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= 64")
@@ -78,7 +82,8 @@ def config_from_args(args: argparse.Namespace):
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi),
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init, lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
-        lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision, rec_widths=args.rec_widths, clip=args.clip,
+        lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision,
+        init_from=args.init_from, rec_widths=args.rec_widths, clip=args.clip,
         ema_decay=args.ema_decay, val_widths=args.val_widths or [], val_every=args.val_every,
         val_limit=args.val_limit, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
         threads=args.threads, seed=args.seed, progress=not args.no_progress,

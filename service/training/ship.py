@@ -74,6 +74,7 @@ def build_manifest(cfg: TrainConfig, splits_info: Any, base_meta: dict[str, Any]
                          + (f" + lambda_kd * T^2 KL(base logits || generated logits), T={cfg.kd_temperature}"
                             if cfg.lambda_kd > 0 else ""),
             "command": summary.get("command"), "steps_done": summary.get("steps_done"),
+            **({"continued_from": summary["continued_from"]} if "continued_from" in summary else {}),
             "wall_time_s": summary.get("wall_s"), "hardware": HARDWARE,
             "selected": summary.get("best"), "default_samples_selection": samples_report,
             "base_model": {k: v for k, v in base_meta.get("sidecar", {}).items()
@@ -133,6 +134,15 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
         # Re-shipping to embed the evaluation: keep the K (and its measurement) chosen the first time.
         prev = load_checkpoint(out).manifest
         samples, report = prev.default_samples, prev.training.get("default_samples_selection", {})
+    if cfg.init_from:  # continued run: the fixed layers and their provenance are the old checkpoint's
+        prior = load_checkpoint(cfg.init_from)
+        base_state = {**base_state, **prior.fixed}
+        base_meta = {"permutation": prior.manifest.permutation,
+                     "sidecar": prior.manifest.training.get("base_model", {})}
+        summary["continued_from"] = {"checkpoint": cfg.init_from, "sha256": prior.sha256,
+                                     "training": {k: prior.manifest.training.get(k)
+                                                  for k in ("command", "steps_done", "wall_time_s", "objective")},
+                                     "teacher": str(base)}
     manifest = build_manifest(cfg, splits.info, base_meta, summary, samples or 1, report, ev)
     fixed = {name: base_state[name] for name in fixed_tensor_shapes(manifest)}
     if samples is None:  # measure: does averaging noisy samples help on VAL?

@@ -166,3 +166,33 @@ def test_ship_writes_a_checkpoint_the_service_loads_and_generates_from(tmp_path)
     # fixed layers come from the base unchanged
     assert torch.equal(state["fc.weight"], load_file(str(tmp_path / "base.safetensors"))["fc.weight"])
     assert out.stat().st_size < 20 * 1024 * 1024
+
+
+def test_a_continued_checkpoint_keeps_its_inr_and_fixed_layers_and_a_new_base_teaches(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=2, warm_steps=0, scope="last")).run()
+    old = tmp_path / "old.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1)
+    prior = load_checkpoint(old)
+    teacher = tiny_base(tmp_path / "teacher.safetensors", seed=1)  # a different (better) base
+    cfg = tiny_config(tmp_path, base=str(tmp_path / "teacher.safetensors"), out=str(tmp_path / "cont"), steps=1,
+                      warm_steps=0, scope="last", init_from=str(old), lambda_kd=1.0, lambda_rec=0.0)
+    trainer = Trainer(cfg)
+    for name, tensor in prior.hypernet.state_dict().items():
+        assert torch.equal(trainer.hn.state_dict()[name], tensor), name
+    assert torch.equal(trainer.fixed["fc.weight"], prior.fixed["fc.weight"])
+    assert torch.equal(trainer.teacher.fc.weight, teacher["fc.weight"])
+    trainer.run()
+    new = tmp_path / "new.safetensors"
+    ship(tmp_path / "cont", tmp_path / "teacher.safetensors", new, samples=1, threads=1)
+    shipped = load_checkpoint(new)
+    assert torch.equal(shipped.fixed["fc.weight"], prior.fixed["fc.weight"])
+    assert shipped.manifest.training["continued_from"]["sha256"] == prior.sha256
+    assert "lambda_kd" in shipped.manifest.training["objective"]
+
+
+def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+    old = tmp_path / "old.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1)
+    with pytest.raises(ValueError, match="last-scope"):
+        Trainer(tiny_config(tmp_path, out=str(tmp_path / "cont"), scope="all", init_from=str(old)))
