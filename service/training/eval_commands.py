@@ -29,8 +29,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.subset < 1:
         raise InvalidParameter("--subset must be >= 1")
     splits = load_dataset(ckpt.manifest.dataset, args.data)
+    extra = (1,) if args.samples is None else args.samples
     result = evaluate(ckpt, splits, base, individual=args.individual or (), subset=args.subset,
-                      extra_samples=args.samples or (1,), key_widths=args.key_widths, progress=not args.no_progress)
+                      extra_samples=extra, key_widths=args.key_widths, progress=not args.no_progress)
     print(table(result))
     for path in write_outputs(result, Path(args.out)):
         print(f"wrote {path}")
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--key-widths", type=int, nargs="*", default=[16, 32, 48, 64],
                    help="widths evaluated on the full test set")
     p.add_argument("--samples", type=int, nargs="*", default=None,
-                   help="extra K values to evaluate besides the manifest's default (default: 1)")
+                   help="extra K values to evaluate besides the manifest's default (default: 1; "
+                        "give the flag alone for the default K only)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
