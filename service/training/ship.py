@@ -141,7 +141,7 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
                      "sidecar": prior.manifest.training.get("base_model", {})}
         summary["continued_from"] = {"checkpoint": cfg.init_from, "sha256": prior.sha256,
                                      "training": {k: prior.manifest.training.get(k)
-                                                  for k in ("command", "steps_done", "wall_time_s", "objective")},
+                                                  for k in ("command", "steps_done", "wall_time_s", "objective", "continued_from")},
                                      "teacher": str(base)}
     manifest = build_manifest(cfg, splits.info, base_meta, summary, samples or 1, report, ev)
     fixed = {name: base_state[name] for name in fixed_tensor_shapes(manifest)}
