@@ -73,6 +73,8 @@ class TrainConfig:
     kd_temperature: float = 2.0
     precision: str = "fp32"  # "bf16": ResNet forward under bfloat16 autocast + channels-last
     init_from: str | None = None  # a service checkpoint to continue: its INR weights and fixed layers
+    train_fixed: bool = False  # also fine-tune the non-morphed layers (shipped as the checkpoint's fixed)
+    fixed_lr_scale: float = 0.1  # their learning rate relative to the INR's
     rec_widths: str = "all"  # "all": slices at every width; "full": only at w = 64 (paper)
     clip: float = 1.0  # gradient-norm clip
     ema_decay: float = 0.995
@@ -236,8 +238,18 @@ class Trainer:
         if cfg.init_from:
             self._continue_checkpoint(cfg.init_from)
         self.ema = copy.deepcopy(self.hn).requires_grad_(False)
-        self.params = list(self.hn.parameters())
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = [{"params": list(self.hn.parameters()), "lr_scale": 1.0}]
+        self.ema_fixed: dict[str, torch.Tensor] = {}
+        if cfg.train_fixed:
+            # The non-morphed layers co-adapt to the generated block (ours, not the paper's): they
+            # become parameters, with their own EMA, and ship as the checkpoint's fixed tensors.
+            names = [s.name for s in tensor_specs(cfg.scope, FULL_WIDTH, self.in_ch, self.n_cls) if not s.role]
+            self.fixed = {**self.fixed, **{n: torch.nn.Parameter(self.fixed[n].clone()) for n in names}}
+            self.ema_fixed = {n: self.fixed[n].detach().clone() for n in names}
+            groups.append({"params": [self.fixed[n] for n in names], "lr_scale": cfg.fixed_lr_scale,
+                           "weight_decay": 0.0})
+        self.params = [p for g in groups for p in g["params"]]
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step, self.wall = 0, 0.0
         self.best: dict[str, Any] = {"score": -1.0}
         self.models: dict[int, ResNet20] = {}
@@ -341,7 +353,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            group["lr"] = self.lr_at(self.step) * group["lr_scale"]
         loss, info = self.loss(self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -350,7 +362,9 @@ class Trainer:
         self.opt.step()
         with torch.no_grad():
             decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # short early memory
-            torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.params], 1 - decay)
+            ema = [*self.ema.parameters(), *self.ema_fixed.values()]
+            live = [*(p.detach() for p in self.hn.parameters()), *(self.fixed[n].detach() for n in self.ema_fixed)]
+            torch._foreach_lerp_(ema, live, 1 - decay)
         self.step += 1
         return info
 
@@ -361,7 +375,8 @@ class Trainer:
         accs = {}
         for w in self.cfg.default_val_widths():
             gen = generated_tensors(hn, self.cfg.scope, w, self.in_ch, self.n_cls, seed=None)
-            state = full_state(self.fixed, gen, self.cfg.scope, w, self.in_ch, self.n_cls)
+            fixed = {**self.fixed, **self.ema_fixed} if hn is self.ema else self.fixed
+            state = full_state(fixed, gen, self.cfg.scope, w, self.in_ch, self.n_cls)
             accs[w] = accuracy(state, self.splits.val, self.splits.info, limit=limit or self.cfg.val_limit)
         return accs
 
@@ -370,7 +385,8 @@ class Trainer:
         if self.rank != 0:
             return
         state = {"step": self.step, "wall": self.wall, "best": self.best, "hn": self.hn.state_dict(),
-                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict()}
+                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                 "fixed": {n: self.fixed[n].detach() for n in self.ema_fixed}, "ema_fixed": self.ema_fixed}
         tmp = self.out / "last.pt.incomplete"
         torch.save(state, tmp)
         tmp.replace(self.out / "last.pt")
@@ -382,6 +398,10 @@ class Trainer:
         state = torch.load(path, weights_only=True)
         self.hn.load_state_dict(state["hn"])
         self.ema.load_state_dict(state["ema"])
+        with torch.no_grad():
+            for n in self.ema_fixed:
+                self.fixed[n].copy_(state["fixed"][n])
+                self.ema_fixed[n].copy_(state["ema_fixed"][n])
         self.opt.load_state_dict(state["opt"])
         self.step, self.wall, self.best = state["step"], state["wall"], state["best"]
 
@@ -395,6 +415,8 @@ class Trainer:
         self._log({"step": self.step, "val": accs, "score": score, "wall_s": round(self.wall, 1), **(train or {})})
         if self.rank == 0 and score > self.best["score"]:
             self.best = {"score": score, "step": self.step, "val": {str(k): v for k, v in accs.items()}}
+            if self.ema_fixed:
+                save_file({k: v.contiguous() for k, v in self.ema_fixed.items()}, str(self.out / "best_fixed.safetensors"))
             save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(self.out / "best_ema.safetensors"),
                       metadata={"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})
 

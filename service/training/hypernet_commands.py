@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32)")
     p.add_argument("--init-from", default=None,
                    help="continue a shipped checkpoint: its INR weights and fixed layers (--base teaches)")
+    p.add_argument("--train-fixed", action="store_true",
+                   help="also fine-tune the non-morphed layers (ours; the paper keeps them at the base's)")
+    p.add_argument("--fixed-lr-scale", type=float, default=0.1, help="their learning rate relative to --lr")
     p.add_argument("--rec-widths", default="all", choices=("all", "full"),
                    help="reconstruct channel slices at every width (all) or only the full model (full)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
@@ -83,7 +86,8 @@ def config_from_args(args: argparse.Namespace):
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init, lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
         lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision,
-        init_from=args.init_from, rec_widths=args.rec_widths, clip=args.clip,
+        init_from=args.init_from, train_fixed=args.train_fixed, fixed_lr_scale=args.fixed_lr_scale,
+        rec_widths=args.rec_widths, clip=args.clip,
         ema_decay=args.ema_decay, val_widths=args.val_widths or [], val_every=args.val_every,
         val_limit=args.val_limit, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
         threads=args.threads, seed=args.seed, progress=not args.no_progress,

@@ -74,7 +74,7 @@ def build_manifest(cfg: TrainConfig, splits_info: Any, base_meta: dict[str, Any]
                          + (f" + lambda_kd * T^2 KL(base logits || generated logits), T={cfg.kd_temperature}"
                             if cfg.lambda_kd > 0 else ""),
             "command": summary.get("command"), "steps_done": summary.get("steps_done"),
-            **({"continued_from": summary["continued_from"]} if "continued_from" in summary else {}),
+            **{k: summary[k] for k in ("continued_from", "fixed_layers") if k in summary},
             "wall_time_s": summary.get("wall_s"), "hardware": HARDWARE,
             "selected": summary.get("best"), "default_samples_selection": samples_report,
             "base_model": {k: v for k, v in base_meta.get("sidecar", {}).items()
@@ -143,6 +143,9 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
                                      "training": {k: prior.manifest.training.get(k)
                                                   for k in ("command", "steps_done", "wall_time_s", "objective", "continued_from")},
                                      "teacher": str(base)}
+    if (run / "best_fixed.safetensors").is_file():  # --train-fixed: the co-trained layers ship
+        base_state = {**base_state, **load_file(str(run / "best_fixed.safetensors"))}
+        summary["fixed_layers"] = "fine-tuned with the INR (--train-fixed), best-by-VAL EMA"
     manifest = build_manifest(cfg, splits.info, base_meta, summary, samples or 1, report, ev)
     fixed = {name: base_state[name] for name in fixed_tensor_shapes(manifest)}
     if samples is None:  # measure: does averaging noisy samples help on VAL?

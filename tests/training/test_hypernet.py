@@ -196,3 +196,23 @@ def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
     ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1)
     with pytest.raises(ValueError, match="last-scope"):
         Trainer(tiny_config(tmp_path, out=str(tmp_path / "cont"), scope="all", init_from=str(old)))
+
+
+def test_train_fixed_co_trains_the_other_layers_and_ships_them_while_the_teacher_stays(tmp_path):
+    cfg = tiny_config(tmp_path, steps=3, warm_steps=0, scope="last", lambda_kd=1.0, train_fixed=True, lr=1e-2)
+    trainer = Trainer(cfg)
+    before = trainer.fixed["layer1.0.conv1.weight"].detach().clone()
+    trainer.run()
+    after = trainer.fixed["layer1.0.conv1.weight"].detach()
+    assert not torch.equal(before, after)  # the fixed layers moved
+    assert torch.equal(trainer.teacher.layer1[0].conv1.weight, before)  # the teacher did not
+    resumed = Trainer(cfg)  # resume restores the co-trained layers and their EMA
+    assert torch.equal(resumed.fixed["layer1.0.conv1.weight"], after)
+    assert torch.equal(resumed.ema_fixed["layer1.0.conv1.weight"], trainer.ema_fixed["layer1.0.conv1.weight"])
+    out = tmp_path / "shipped.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", out, samples=1, threads=1)
+    shipped = load_checkpoint(out)
+    best = load_file(str(tmp_path / "run" / "best_fixed.safetensors"))
+    assert torch.equal(shipped.fixed["layer1.0.conv1.weight"], best["layer1.0.conv1.weight"])
+    assert not torch.equal(shipped.fixed["layer1.0.conv1.weight"], before)
+    assert "train-fixed" in shipped.manifest.training["fixed_layers"]
