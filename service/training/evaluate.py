@@ -105,8 +105,9 @@ def evaluate(
                      "params": param_count(m.scope, FULL_WIDTH, m.in_channels, m.num_classes)})
     missing = []
     for path in individual:
-        if not Path(path).exists():
-            missing.append(str(path))
+        path = Path(path)
+        if not (path / "folded.safetensors" if path.is_dir() else path).is_file():
+            missing.append(str(path))  # not started, or still training (no folded model yet)
             continue
         state = load_folded(Path(path))
         w = individual_width(state, m.scope)
