@@ -167,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     service = _start(["-m", "service.api.server", "--port", str(port), "--checkpoint", str(ckpt)], env, port)
     procs = [service]
     try:
-        base = f"http://127.0.0.1:{port}/model?arch=resnet20"
+        from service.hypernet.checkpoint import load_checkpoint
+
+        arch = load_checkpoint(ckpt).manifest.arch  # the checkpoint's own id, not always resnet20
+        base = f"http://127.0.0.1:{port}/model?arch={arch}"
         load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"# {ckpt_note}; {platform.machine()}, {os.cpu_count()} CPUs, load average {load_avg} at start")
         print("| width | cold latency (ms) | bytes | X-Cache |\n|---|---|---|---|")
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             r = httpx.get(f"{base}&width={width}", timeout=300)
             cold_ms = (time.perf_counter() - t0) * 1e3
+            if r.status_code != 200:  # timing error responses would report nonsense
+                raise SystemExit(f"error: GET {base}&width={width} answered {r.status_code}: {r.text[:200]}")
             print(f"| {width} | {cold_ms:.0f} | {len(r.content)} | {r.headers.get('x-cache')} |")
         hit_url = f"{base}&width={HIT_WIDTH}"
         blob = workdir / "blob.onnx"
