@@ -78,21 +78,23 @@ def evaluate_mean(
 
 # Device copies of CPU tensors that outlive a request (checkpoint weights, cached coordinate
 # tables), so a GPU generation does not re-upload ~1-8 MB of INR weights every call. Keyed by the
-# source's id (tensors compare elementwise, so they cannot be dict keys themselves); a finalizer
-# drops the copy with its source, and the source's version counter invalidates a copy after an
+# source's id (tensors compare elementwise, so they cannot be dict keys themselves). A finalizer
+# drops the entry when the source dies, before its id can be reused, so an entry always belongs
+# to the live tensor with that id; the source's version counter invalidates a copy after an
 # in-place update (training).
-_DEVICE_COPIES: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.device, torch.Tensor]] = {}
+_DEVICE_COPIES: dict[int, tuple[int, torch.device, torch.Tensor]] = {}
 
 
 def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``, reusing the copy made last time while ``t`` is unchanged."""
     if t.device == device:
         return t
-    hit = _DEVICE_COPIES.get(id(t))
-    if hit is not None and hit[0]() is t and hit[1] == t._version and hit[2] == device:
-        return hit[3]
+    key = id(t)
+    hit = _DEVICE_COPIES.get(key)
+    if hit is not None and hit[0] == t._version and hit[1] == device:
+        return hit[2]
+    if hit is None:
+        weakref.finalize(t, _DEVICE_COPIES.pop, key, None)
     copy = t.detach().to(device)
-    if hit is None or hit[0]() is not t:
-        weakref.finalize(t, _DEVICE_COPIES.pop, id(t), None)
-    _DEVICE_COPIES[id(t)] = (weakref.ref(t), t._version, device, copy)
+    _DEVICE_COPIES[key] = (t._version, device, copy)
     return copy

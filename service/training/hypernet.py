@@ -48,6 +48,7 @@ from service.hypernet import HyperNet, HyperNetConfig, coord_table, scatter
 from service.training.baselines import leading_slice
 from service.training.data import Split, Splits, augment, epoch_order, load_dataset, normalize
 from service.training.evaluate import accuracy
+from service.training.precision import autocast, prepare_input
 
 
 @dataclass
@@ -335,10 +336,8 @@ class Trainer:
         if step >= cfg.warm_steps:
             x, y = self.batch_at(step - cfg.warm_steps)
             state = full_state(self.fixed, gen, cfg.scope, w, self.in_ch, self.n_cls)
-            bf16 = cfg.precision == "bf16"
-            if bf16:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x = prepare_input(x, cfg.precision)
+            with autocast(cfg.precision):
                 logits = torch.func.functional_call(self.model(w), state, (x,)).float()
                 if cfg.lambda_kd > 0:
                     with torch.no_grad():

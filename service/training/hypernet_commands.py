@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from service.errors import InvalidParameter
+from service.training.precision import PRECISIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda-kd", type=float, default=0.0,
                    help="weight of distillation from the base's logits (0 = off, the paper)")
     p.add_argument("--kd-temperature", type=float, default=2.0)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32)")
     p.add_argument("--init-from", default=None,
                    help="continue a shipped checkpoint: its INR weights and fixed layers (--base teaches)")

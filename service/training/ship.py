@@ -139,9 +139,9 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
         base_state = {**base_state, **prior.fixed}
         base_meta = {"permutation": prior.manifest.permutation,
                      "sidecar": prior.manifest.training.get("base_model", {})}
+        lineage = ("command", "steps_done", "wall_time_s", "objective", "continued_from")
         summary["continued_from"] = {"checkpoint": cfg.init_from, "sha256": prior.sha256,
-                                     "training": {k: prior.manifest.training.get(k)
-                                                  for k in ("command", "steps_done", "wall_time_s", "objective", "continued_from")},
+                                     "training": {k: prior.manifest.training.get(k) for k in lineage},
                                      "teacher": str(base)}
     if (run / "best_fixed.safetensors").is_file():  # --train-fixed: the co-trained layers ship
         base_state = {**base_state, **load_file(str(run / "best_fixed.safetensors"))}
