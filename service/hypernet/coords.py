@@ -49,6 +49,10 @@ class CoordTable:
     def rows(self) -> int:
         return self.coords.shape[0]
 
+    def to(self, device: torch.device | str) -> CoordTable:
+        return CoordTable(self.coords.to(device), self.jitter.to(device), self.out_scale.to(device),
+                          self.head_offsets, self.slots)
+
 
 def _tensor_rows(block: int, shape: tuple[int, ...], norm: float, noise: float):
     """(coords, jitter, out_scale) for one tensor: (R, D), (R, D), (R,)."""
@@ -76,9 +80,13 @@ def _tensor_rows(block: int, shape: tuple[int, ...], norm: float, noise: float):
 
 @lru_cache(maxsize=256)
 def coord_table(
-    scope: str, width: int, in_channels: int, num_classes: int, norm: float = 64.0, noise: float = 1.0
+    scope: str, width: int, in_channels: int, num_classes: int, norm: float = 64.0, noise: float = 1.0,
+    device: str = "cpu",
 ) -> CoordTable:
-    """The (cached, read-only) table of every generated tensor of a width."""
+    """The (cached, read-only) table of every generated tensor of a width, on ``device`` (training
+    on a GPU reads it there every step, so each device keeps its own cached copy)."""
+    if torch.device(device).type != "cpu":
+        return coord_table(scope, width, in_channels, num_classes, norm, noise).to(device)
     specs = [s for s in tensor_specs(Scope(scope), width, in_channels, num_classes) if s.role]
     parts, slots, offsets, row = [], [], [0], 0
     for role in ROLES:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from service.archs import ResNet20, fold_batchnorm, folded_model
 from service.errors import InvalidParameter
 from service.training.data import Split, Splits, batches, epoch_order, load_dataset
-from service.training.precision import PRECISIONS, autocast, prepare_input
+from service.training.precision import DEVICES, PRECISIONS, autocast, hardware, prepare_input, resolve_device
 
 # Hyperparameters a resumed run must keep (changing them mid-run would silently change the recipe).
 FROZEN_ON_RESUME = ("dataset", "batch", "lr", "wd", "momentum", "seed", "inner_widths", "precision")
@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     inner_widths: list[int] | None = None  # None = full width
     precision: str = "bf16"  # "bf16": autocast + channels-last while training; "fp32": plain
+    device: str = "auto"  # "auto": CUDA when available; not frozen (a run may resume elsewhere)
     log_every: int = 100  # steps between log lines
     save_every: int = 200  # steps between resume checkpoints (also saved at every epoch end)
     max_steps: int | None = None  # stop (resumably) after this global step: smoke runs and tests
@@ -69,12 +70,13 @@ def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, splits: Splits, batch: int = 1000) -> float:
-    """Top-1 accuracy (0..1) of ``model`` in eval mode on ``split``."""
+    """Top-1 accuracy (0..1) of ``model`` in eval mode on ``split`` (on the model's device)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for x, y in batches(split, splits.info, batch):
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
     model.train(was_training)
     return correct / max(1, len(split))
 
@@ -85,9 +87,9 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _build(cfg: TrainConfig, splits: Splits) -> tuple[ResNet20, torch.optim.SGD]:
-    torch.manual_seed(cfg.seed)
-    model = ResNet20(splits.info.in_channels, splits.info.num_classes, cfg.inner_widths, batchnorm=True)
+def _build(cfg: TrainConfig, splits: Splits, device: torch.device | str = "cpu") -> tuple[ResNet20, torch.optim.SGD]:
+    torch.manual_seed(cfg.seed)  # the initial weights are drawn on the CPU: the same on every device
+    model = ResNet20(splits.info.in_channels, splits.info.num_classes, cfg.inner_widths, batchnorm=True).to(device)
     if cfg.precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
@@ -112,6 +114,7 @@ class Progress:
 
 def _resume(cfg: TrainConfig, model: ResNet20, opt: torch.optim.SGD, path: Path) -> Progress:
     """Load ``last.pt`` into model and optimizer; refuse a changed recipe."""
+    # map to the CPU: load_state_dict copies onto the model's device and the optimizer casts its state
     state = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors/ints only
     saved = state["config"]
     changed = [k for k in FROZEN_ON_RESUME if saved.get(k) != asdict(cfg).get(k)]
@@ -128,7 +131,7 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     splits = splits or load_dataset(cfg.dataset, cfg.data)
-    model, opt = _build(cfg, splits)
+    model, opt = _build(cfg, splits, resolve_device(cfg.device))
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch)
     total_steps = cfg.epochs * steps_per_epoch
     progress = Progress()
@@ -172,11 +175,13 @@ def _run_epoch(cfg: TrainConfig, splits: Splits, model: ResNet20, opt: torch.opt
     bar = tqdm(stream, total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=None, mininterval=2.0)  # disable=None: no bar when stderr is a log file
     model.train()
+    device = next(model.parameters()).device
     loss_sum, correct, seen = 0.0, 0, 0
-    for x, y in bar:  # x: (B, C, H, W) float32, y: (B,)
+    for x, y in bar:  # x: (B, C, H, W) float32, y: (B,), augmented on the host
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, progress.step, total_steps)
-        with autocast(cfg.precision):
+        with autocast(cfg.precision, device):
             logits = model(prepare_input(x, cfg.precision))
             loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -217,7 +222,8 @@ def finalize(cfg: TrainConfig, splits: Splits, progress: Progress, command: str)
         "best_epoch": progress.best_epoch, "epochs": cfg.epochs, "steps": progress.step,
         "wall_s": round(progress.wall_s, 1), "history": progress.history,
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "data", "extra")},
-        "command": command, "torch_threads": torch.get_num_threads(), **cfg.extra,
+        "command": command, "torch_threads": torch.get_num_threads(),
+        "hardware": hardware(resolve_device(cfg.device)), **cfg.extra,
     }
     save_file(folded, str(out / "folded.safetensors"), metadata={"sidecar": json.dumps(sidecar)})
     (out / "folded.json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -237,6 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_out: str | None) -> N
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="bf16", choices=PRECISIONS,
                         help="bf16: bfloat16 autocast + channels-last while training (weights stay fp32)")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (resumably) after this many steps")
 
@@ -249,7 +256,7 @@ def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = 
         torch.set_num_threads(args.threads)
     return TrainConfig(out=str(args.out), dataset=args.dataset, data=args.data, epochs=args.epochs,
                        batch=args.batch, lr=args.lr, wd=args.wd, seed=args.seed, inner_widths=inner_widths,
-                       precision=args.precision,
+                       precision=args.precision, device=args.device,
                        max_steps=args.max_steps, extra=extra)
 
 

@@ -18,6 +18,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from service.hypernet import load_checkpoint
     from service.training.data import load_dataset
     from service.training.evaluate import evaluate, load_folded, table, write_outputs
+    from service.training.precision import resolve_device
 
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
@@ -31,7 +32,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     splits = load_dataset(ckpt.manifest.dataset, args.data)
     extra = (1,) if args.samples is None else args.samples
     result = evaluate(ckpt, splits, base, individual=args.individual or (), subset=args.subset,
-                      extra_samples=extra, key_widths=args.key_widths, progress=not args.no_progress)
+                      extra_samples=extra, key_widths=args.key_widths, progress=not args.no_progress,
+                      device=resolve_device(args.device))
     print(table(result))
     for path in write_outputs(result, Path(args.out)):
         print(f"wrote {path}")
@@ -56,5 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="extra K values to evaluate besides the manifest's default (default: 1; "
                         "give the flag alone for the default K only)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the generated networks run (auto: CUDA when available)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)

@@ -30,16 +30,19 @@ KEY_WIDTHS = (16, 32, 48, 64)
 
 @torch.no_grad()
 def accuracy(
-    state: dict[str, torch.Tensor], split: Split, info: Any, limit: int | None = None, batch_size: int = 1000
+    state: dict[str, torch.Tensor], split: Split, info: Any, limit: int | None = None, batch_size: int = 1000,
+    device: torch.device | str | None = None,
 ) -> float:
-    """Top-1 accuracy (%) of a folded state_dict on the first ``limit`` images of ``split``."""
-    model = folded_model(state, info.in_channels, info.num_classes)
+    """Top-1 accuracy (%) of a folded state_dict on the first ``limit`` images of ``split``, computed
+    on ``device`` (default: where the state's tensors are)."""
+    device = device or next(iter(state.values())).device
+    model = folded_model(state, info.in_channels, info.num_classes).to(device)
     n = len(split) if limit is None else min(limit, len(split))
     correct = 0
     for lo in range(0, n, batch_size):
         hi = min(n, lo + batch_size)
-        logits = model(normalize(split.images[lo:hi], info))
-        correct += int((logits.argmax(1) == split.labels[lo:hi]).sum())
+        logits = model(normalize(split.images[lo:hi], info).to(device))
+        correct += int((logits.argmax(1).cpu() == split.labels[lo:hi]).sum())
     return 100.0 * correct / max(1, n)
 
 
@@ -74,8 +77,10 @@ def evaluate(
     extra_samples: Iterable[int] = (1,),
     key_widths: Iterable[int] = KEY_WIDTHS,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """The evaluation table of one checkpoint as a JSON-able dict."""
+    """The evaluation table of one checkpoint as a JSON-able dict; the networks run on ``device``
+    (weights are generated on the CPU, so the table does not depend on where it was measured)."""
     from tqdm import tqdm
 
     m = ckpt.manifest
@@ -88,9 +93,9 @@ def evaluate(
     def add(method: str, width: int, state: dict[str, torch.Tensor], **extra: Any) -> None:
         row = {"method": method, "width": width, **extra,
                "params": param_count(m.scope, width, m.in_channels, m.num_classes),
-               f"acc_subset{subset}": accuracy(state, test, info, limit=subset)}
+               f"acc_subset{subset}": accuracy(state, test, info, limit=subset, device=device)}
         if width in key:
-            row["acc_test"] = accuracy(state, test, info)
+            row["acc_test"] = accuracy(state, test, info, device=device)
         rows.append(row)
 
     widths = list(range(lo, hi + 1))
@@ -101,7 +106,7 @@ def evaluate(
             add("slicing", w, sliced_state(base, m.scope, w, m.in_channels, m.num_classes))
             add("l1_prune", w, l1_pruned_state(base, m.scope, w, m.in_channels, m.num_classes))
     if base is not None:
-        rows.append({"method": "base_full", "width": FULL_WIDTH, "acc_test": accuracy(base, test, info),
+        rows.append({"method": "base_full", "width": FULL_WIDTH, "acc_test": accuracy(base, test, info, device=device),
                      "params": param_count(m.scope, FULL_WIDTH, m.in_channels, m.num_classes)})
     missing = []
     for path in individual:
@@ -113,7 +118,7 @@ def evaluate(
         w = individual_width(state, m.scope)
         if w is None:
             continue  # trained for the other scope's layout
-        rows.append({"method": "individual", "width": w, "path": str(path), "acc_test": accuracy(state, test, info),
+        rows.append({"method": "individual", "width": w, "path": str(path), "acc_test": accuracy(state, test, info, device=device),
                      "params": sum(v.numel() for v in state.values())})
     sub = f"acc_subset{subset}"
     dips = {f"K={k}": dips_below_neighbours({r["width"]: r[sub] for r in rows

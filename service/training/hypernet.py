@@ -48,7 +48,7 @@ from service.hypernet import HyperNet, HyperNetConfig, coord_table, scatter
 from service.training.baselines import leading_slice
 from service.training.data import Split, Splits, augment, epoch_order, load_dataset, normalize
 from service.training.evaluate import accuracy
-from service.training.precision import autocast, prepare_input
+from service.training.precision import autocast, hardware, prepare_input, resolve_device
 
 
 @dataclass
@@ -73,6 +73,7 @@ class TrainConfig:
     lambda_kd: float = 0.0  # weight of the distillation term (0 = off, the paper)
     kd_temperature: float = 2.0
     precision: str = "fp32"  # "bf16": ResNet forward under bfloat16 autocast + channels-last
+    device: str = "auto"  # "auto": CUDA when available
     init_from: str | None = None  # a service checkpoint to continue: its INR weights and fixed layers
     train_fixed: bool = False  # also fine-tune the non-morphed layers (shipped as the checkpoint's fixed)
     fixed_lr_scale: float = 0.1  # their learning rate relative to the INR's
@@ -155,9 +156,10 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 
 def generated_tensors(hn: HyperNet, scope: str, width: int, in_channels: int, num_classes: int,
                       seed: int | None) -> dict[str, torch.Tensor]:
-    """The INR's tensors at ``width``: one noisy sample (``seed``) or the clean one (None)."""
+    """The INR's tensors at ``width``, on the INR's device: one noisy sample (``seed``) or the clean
+    one (None)."""
     c = hn.config
-    table = coord_table(scope, width, in_channels, num_classes, c.norm, c.noise)
+    table = coord_table(scope, width, in_channels, num_classes, c.norm, c.noise, str(hn.w_in.device))
     out = hn(table, samples=1, seed=seed or 0, clean_first=seed is None)
     return scatter(table, out)
 
@@ -200,7 +202,7 @@ def weights_digest(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().float().contiguous().numpy().tobytes())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -211,14 +213,21 @@ class Trainer:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         self.rank, self.world = init_distributed()
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            if self.world > 1:
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            if cfg.precision == "bf16":  # the INR's fp32 matmuls on the tensor cores too (TF32)
+                torch.backends.cuda.matmul.allow_tf32 = True
         self.out = Path(cfg.out)
         self.base, self.base_meta = load_base(cfg.base)
+        self.base = {k: v.to(self.device) for k, v in self.base.items()}
         self.fixed = self.base  # the non-morphed layers (a continued checkpoint brings its own)
         self.in_ch = self.base["conv1.weight"].shape[1]
         self.n_cls = self.base["fc.weight"].shape[0]
         self.splits = load_splits(cfg)
-        torch.manual_seed(cfg.seed)  # identical initial INR on every rank
-        self.hn = HyperNet(cfg.inr_config())
+        torch.manual_seed(cfg.seed)  # identical initial INR on every rank (drawn on the CPU, then moved)
+        self.hn = HyperNet(cfg.inr_config()).to(self.device)
         if cfg.zero_init != "none":
             # Zero output layer => generated tensors start at 0. "all": every morphed block starts as
             # the identity (relu(0 + x) = x for x >= 0), so the fixed layers alone form a working
@@ -256,7 +265,8 @@ class Trainer:
         self.models: dict[int, ResNet20] = {}
         self.teacher = ResNet20(self.in_ch, self.n_cls, None, batchnorm=False).requires_grad_(False)
         self.teacher.load_state_dict(self.base)
-        self.teacher.eval()
+        self.teacher.to(self.device).eval()
+        self.hardware = [hardware(self.device)]  # every machine the run trained on (resumes may move)
         self.order_cache: tuple[int, torch.Tensor] | None = None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +285,7 @@ class Trainer:
             raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {ckpt.manifest.inr}; "
                              f"this run trains a {self.cfg.scope}-scope {self.hn.config}")
         self.hn.load_state_dict(ckpt.hypernet.state_dict())
-        self.fixed = {**self.base, **{k: v.clone() for k, v in ckpt.fixed.items()}}
+        self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in ckpt.fixed.items()}}
 
     @torch.no_grad()
     def _he_scale_conv1(self) -> None:
@@ -308,11 +318,12 @@ class Trainer:
     def model(self, width: int) -> ResNet20:
         if width not in self.models:
             self.models[width] = ResNet20(self.in_ch, self.n_cls, inner_widths(self.cfg.scope, width),
-                                          batchnorm=False).requires_grad_(False)
+                                          batchnorm=False).requires_grad_(False).to(self.device)
         return self.models[width]
 
     def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's shard of the global batch of task step ``step``."""
+        """This rank's shard of the global batch of task step ``step``, augmented on the host and
+        moved to the training device."""
         train, b = self.splits.train, self.cfg.batch
         per_epoch = max(1, len(train) // (b * self.world))
         epoch, i = divmod(step, per_epoch)
@@ -321,8 +332,8 @@ class Trainer:
         lo = (i * self.world + self.rank) * b
         idx = self.order_cache[1][lo:lo + b]
         gen = torch.Generator().manual_seed(self.cfg.seed * 7_919 + step * 131 + self.rank)
-        return normalize(augment(train.images[idx], self.splits.info.crop_padding, gen), self.splits.info), \
-            train.labels[idx]
+        x = normalize(augment(train.images[idx], self.splits.info.crop_padding, gen), self.splits.info)
+        return x.to(self.device, non_blocking=True), train.labels[idx].to(self.device, non_blocking=True)
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, w = self.cfg, self.width_at(step)
@@ -332,12 +343,12 @@ class Trainer:
             targets = reconstruction_targets(self.base, cfg.scope, w, self.in_ch, self.n_cls)
             parts["rec"] = torch.stack([weighted_mse(gen[k], t) for k, t in targets.items()]).mean()
         parts["norm"] = torch.stack([g.norm() for g in gen.values()]).sum()
-        loss = cfg.lambda_rec * parts.get("rec", torch.zeros(())) + cfg.lambda_norm * parts["norm"]
+        loss = cfg.lambda_rec * parts.get("rec", torch.zeros((), device=self.device)) + cfg.lambda_norm * parts["norm"]
         if step >= cfg.warm_steps:
             x, y = self.batch_at(step - cfg.warm_steps)
             state = full_state(self.fixed, gen, cfg.scope, w, self.in_ch, self.n_cls)
             x = prepare_input(x, cfg.precision)
-            with autocast(cfg.precision):
+            with autocast(cfg.precision, self.device):
                 logits = torch.func.functional_call(self.model(w), state, (x,)).float()
                 if cfg.lambda_kd > 0:
                     with torch.no_grad():
@@ -383,7 +394,8 @@ class Trainer:
     def _save(self) -> None:
         if self.rank != 0:
             return
-        state = {"step": self.step, "wall": self.wall, "best": self.best, "hn": self.hn.state_dict(),
+        state = {"step": self.step, "wall": self.wall, "best": self.best, "hardware": self.hardware,
+                 "hn": self.hn.state_dict(),
                  "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                  "fixed": {n: self.fixed[n].detach() for n in self.ema_fixed}, "ema_fixed": self.ema_fixed}
         tmp = self.out / "last.pt.incomplete"
@@ -394,7 +406,7 @@ class Trainer:
         path = self.out / "last.pt"
         if not path.is_file():
             return
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, map_location=self.device, weights_only=True)
         self.hn.load_state_dict(state["hn"])
         self.ema.load_state_dict(state["ema"])
         with torch.no_grad():
@@ -403,6 +415,7 @@ class Trainer:
                 self.ema_fixed[n].copy_(state["ema_fixed"][n])
         self.opt.load_state_dict(state["opt"])
         self.step, self.wall, self.best = state["step"], state["wall"], state["best"]
+        self.hardware = list(dict.fromkeys([*state.get("hardware", []), *self.hardware]))
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
@@ -415,8 +428,10 @@ class Trainer:
         if self.rank == 0 and score > self.best["score"]:
             self.best = {"score": score, "step": self.step, "val": {str(k): v for k, v in accs.items()}}
             if self.ema_fixed:
-                save_file({k: v.contiguous() for k, v in self.ema_fixed.items()}, str(self.out / "best_fixed.safetensors"))
-            save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(self.out / "best_ema.safetensors"),
+                save_file({k: v.cpu().contiguous() for k, v in self.ema_fixed.items()},
+                          str(self.out / "best_fixed.safetensors"))
+            save_file({k: v.cpu().contiguous() for k, v in self.ema.state_dict().items()},
+                      str(self.out / "best_ema.safetensors"),
                       metadata={"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})
 
     def run(self) -> dict[str, Any]:
@@ -431,7 +446,7 @@ class Trainer:
             info = self.train_step()
             self.wall = time.time() - start
             if self.world > 1:  # one clock for all ranks: the time-based schedule and stop must agree
-                clock = torch.tensor([self.wall], dtype=torch.float64)
+                clock = torch.tensor([self.wall], dtype=torch.float64, device=self.device)
                 dist.all_reduce(clock, op=dist.ReduceOp.MAX)
                 self.wall = float(clock)
             for k in ("ce", "acc", "rec", "kd"):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from service.errors import InvalidParameter
-from service.training.precision import PRECISIONS
+from service.training.precision import DEVICES, PRECISIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
     p.add_argument("--init-from", default=None,
                    help="continue a shipped checkpoint: its INR weights and fixed layers (--base teaches)")
     p.add_argument("--train-fixed", action="store_true",
@@ -86,7 +87,7 @@ def config_from_args(args: argparse.Namespace):
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi),
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init, lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
-        lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision,
+        lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision, device=args.device,
         init_from=args.init_from, train_fixed=args.train_fixed, fixed_lr_scale=args.fixed_lr_scale,
         rec_widths=args.rec_widths, clip=args.clip,
         ema_decay=args.ema_decay, val_widths=args.val_widths or [], val_every=args.val_every,

@@ -28,7 +28,7 @@ from service.training.hypernet import TrainConfig, load_base, load_splits
 
 ARCH_IDS = {"all": "resnet20", "last": "resnet20-last"}
 ALLOWED = {"all": (8, 64), "last": (16, 64)}
-HARDWARE = "2-core CPU (shared dev box), torch CPU"
+HARDWARE = "2-core CPU (shared dev box), torch CPU"  # runs saved before last.pt recorded it
 MAX_BYTES = 20 * 1024 * 1024
 
 
@@ -47,8 +47,9 @@ def load_run(run: Path) -> tuple[TrainConfig, dict[str, torch.Tensor], dict[str,
     summary: dict[str, Any] = {}
     last = run / "last.pt"
     if last.is_file():
-        ckpt = torch.load(last, weights_only=True)
-        summary = {"steps_done": ckpt["step"], "wall_s": round(ckpt["wall"], 1), "best": ckpt["best"]}
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        summary = {"steps_done": ckpt["step"], "wall_s": round(ckpt["wall"], 1), "best": ckpt["best"],
+                   "hardware": ", ".join(ckpt.get("hardware", [])) or HARDWARE}
     command = run / "command.txt"
     summary["command"] = command.read_text().strip() if command.is_file() else None
     return cfg, state, summary
@@ -75,11 +76,11 @@ def build_manifest(cfg: TrainConfig, splits_info: Any, base_meta: dict[str, Any]
                             if cfg.lambda_kd > 0 else ""),
             "command": summary.get("command"), "steps_done": summary.get("steps_done"),
             **{k: summary[k] for k in ("continued_from", "fixed_layers") if k in summary},
-            "wall_time_s": summary.get("wall_s"), "hardware": HARDWARE,
+            "wall_time_s": summary.get("wall_s"), "hardware": summary.get("hardware", HARDWARE),
             "selected": summary.get("best"), "default_samples_selection": samples_report,
             "base_model": {k: v for k, v in base_meta.get("sidecar", {}).items()
                            if k in ("val_acc", "test_acc", "best_epoch", "epochs", "steps", "wall_s", "recipe",
-                                    "command", "torch_threads", "note")},
+                                    "command", "torch_threads", "hardware", "note")},
         },
         evaluation=evaluation,
     )

@@ -39,7 +39,8 @@ def one_thread():
 
 def config(out, **overrides) -> TrainConfig:
     # 40 images / batch 16 = 3 steps per epoch (the last one short); 2 epochs = 6 steps.
-    fields = {"out": str(out), "epochs": 2, "batch": 16, "lr": 0.05, "save_every": 1, "log_every": 1}
+    fields = {"out": str(out), "epochs": 2, "batch": 16, "lr": 0.05, "save_every": 1, "log_every": 1,
+              "device": "cpu"}  # exact-resume checks need the CPU's determinism; CUDA: test_device.py
     fields.update(overrides)
     return TrainConfig(**fields)
 

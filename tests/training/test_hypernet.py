@@ -38,7 +38,7 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
         tiny_base(base)
     fields = dict(base=str(base), out=str(tmp_path / "run"), data="synthetic:64", steps=2, warm_steps=1, batch=8,
                   hidden=16, layers=1, freqs=2, val_widths=[16, 64], val_limit=16, val_every=1000,
-                  ckpt_every=1, progress=False)
+                  ckpt_every=1, progress=False, device="cpu")
     fields.update(overrides)
     return TrainConfig(**fields)
 
