@@ -252,6 +252,7 @@ def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = 
     for name in ("epochs", "batch"):
         if getattr(args, name) < 1:
             raise InvalidParameter(f"--{name} must be >= 1, got {getattr(args, name)}")
+    resolve_device(args.device)  # fail before any data is read
     if args.threads:
         torch.set_num_threads(args.threads)
     return TrainConfig(out=str(args.out), dataset=args.dataset, data=args.data, epochs=args.epochs,

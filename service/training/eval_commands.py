@@ -21,6 +21,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from service.training.precision import resolve_device
 
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     base = None
     if args.base is not None:
@@ -33,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     extra = (1,) if args.samples is None else args.samples
     result = evaluate(ckpt, splits, base, individual=args.individual or (), subset=args.subset,
                       extra_samples=extra, key_widths=args.key_widths, progress=not args.no_progress,
-                      device=resolve_device(args.device))
+                      device=device)
     print(table(result))
     for path in write_outputs(result, Path(args.out)):
         print(f"wrote {path}")

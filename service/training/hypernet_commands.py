@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from service.errors import InvalidParameter
-from service.training.precision import DEVICES, PRECISIONS
+from service.training.precision import DEVICES, PRECISIONS, resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,6 +75,7 @@ def config_from_args(args: argparse.Namespace):
                                f"`neumeta train base`, then permute)")
     if args.init_from and not Path(args.init_from).is_file():
         raise InvalidParameter(f"--init-from {args.init_from} does not exist")
+    resolve_device(args.device)  # fail before any data is read
     lo, hi = args.widths_train or (16, 64)
     if not 1 <= lo <= hi <= 64:
         raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= 64")

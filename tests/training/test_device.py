@@ -35,6 +35,20 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
         resolve_device("cuda")
 
 
+@pytest.mark.skipif(CUDA, reason="checks the error without a GPU")
+@pytest.mark.parametrize("argv", [["train", "base"], ["train", "individual", "--width", "16"],
+                                  ["train", "hypernet", "--base", "{base}"], ["eval", "--checkpoint", "{base}"]])
+def test_cli_refuses_cuda_without_a_gpu_before_reading_anything(tmp_path, capsys, argv):
+    import service.cli
+
+    base = tmp_path / "base.safetensors"
+    base.write_bytes(b"")  # must exist for hypernet's own check; never read
+    argv = [a.format(base=base) for a in argv]
+    code = service.cli.main([*argv, "--device", "cuda", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CUDA device" in err and "Traceback" not in err
+
+
 def test_coordinate_tables_are_cached_per_device():
     cpu = coord_table("last", 24, 1, 10)
     moved = coord_table("last", 24, 1, 10, device="meta")
