@@ -86,7 +86,7 @@ def test_inr_loss_on_cuda_matches_the_cpu_and_the_run_ships_from_the_cpu(tmp_pat
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     assert any("CUDA" in h for h in state["hardware"])
     out = tmp_path / "ckpt.safetensors"
-    ship(tmp_path / "run", tmp_path / "base.safetensors", out, samples=1, threads=1)
+    ship(tmp_path / "run", tmp_path / "base.safetensors", out, samples=1, threads=1, allow_inert=True)
     ckpt = load_checkpoint(out)
     assert "CUDA" in ckpt.manifest.training["hardware"]
     assert generate(ckpt, 40, backend="torch")["layer3.2.conv1.weight"].shape[0] == 40
