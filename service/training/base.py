@@ -264,4 +264,5 @@ def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = 
 if __name__ == "__main__":  # background runner until `neumeta train base` is wired into the CLI
     cli = argparse.ArgumentParser(description="train the full-width base ResNet20")
     add_arguments(cli, "runs/base")
-    train(config_from_args(cli.parse_args()), command=shlex.join(["python", "-m", "service.training.base", *sys.argv[1:]]))
+    command = shlex.join(["python", "-m", "service.training.base", *sys.argv[1:]])
+    train(config_from_args(cli.parse_args()), command=command)

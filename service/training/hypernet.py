@@ -13,7 +13,8 @@ One step, at a width w drawn uniformly from the training range (the same w on ev
 The distillation term (off by default; not in the paper) is US-Net's "inplace distillation" with
 the fixed full-width base as teacher: the morphed network learns the base's whole output
 distribution at every width instead of only the label. ``--precision bf16`` runs the ResNet20
-forward/backward under bfloat16 autocast in channels-last layout (the INR itself stays float32).
+forward/backward under bfloat16 autocast in channels-last layout (the INR itself stays float32;
+on CUDA its matmuls run as TF32). ``--device auto`` trains on the GPU when torch sees one.
 
 Reconstruction targets at w are the leading channel slices of the permuted full model
 (``--rec-widths all``, our default: the permuted order makes the first channels a good start) or
@@ -343,7 +344,8 @@ class Trainer:
             targets = reconstruction_targets(self.base, cfg.scope, w, self.in_ch, self.n_cls)
             parts["rec"] = torch.stack([weighted_mse(gen[k], t) for k, t in targets.items()]).mean()
         parts["norm"] = torch.stack([g.norm() for g in gen.values()]).sum()
-        loss = cfg.lambda_rec * parts.get("rec", torch.zeros((), device=self.device)) + cfg.lambda_norm * parts["norm"]
+        rec = parts.get("rec", torch.zeros((), device=self.device))
+        loss = cfg.lambda_rec * rec + cfg.lambda_norm * parts["norm"]
         if step >= cfg.warm_steps:
             x, y = self.batch_at(step - cfg.warm_steps)
             state = full_state(self.fixed, gen, cfg.scope, w, self.in_ch, self.n_cls)

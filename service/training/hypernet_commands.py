@@ -86,7 +86,8 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi),
-        hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init, lr=args.lr, weight_decay=args.weight_decay,
+        hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init,
+        lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
         lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision, device=args.device,
         init_from=args.init_from, train_fixed=args.train_fixed, fixed_lr_scale=args.fixed_lr_scale,
