@@ -87,9 +87,11 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _build(cfg: TrainConfig, splits: Splits, device: torch.device | str = "cpu") -> tuple[ResNet20, torch.optim.SGD]:
+def _build(cfg: TrainConfig, splits: Splits,
+           device: torch.device | str = "cpu") -> tuple[ResNet20, torch.optim.SGD]:
     torch.manual_seed(cfg.seed)  # the initial weights are drawn on the CPU: the same on every device
-    model = ResNet20(splits.info.in_channels, splits.info.num_classes, cfg.inner_widths, batchnorm=True).to(device)
+    info = splits.info
+    model = ResNet20(info.in_channels, info.num_classes, cfg.inner_widths, batchnorm=True).to(device)
     if cfg.precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,

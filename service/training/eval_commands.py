@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from service.errors import InvalidParameter
+from service.training.precision import DEVICES, resolve_device
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -18,10 +19,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from service.hypernet import load_checkpoint
     from service.training.data import load_dataset
     from service.training.evaluate import evaluate, load_folded, table, write_outputs
-    from service.training.precision import resolve_device
 
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device)  # fail before anything is read
     ckpt = load_checkpoint(args.checkpoint)
     base = None
     if args.base is not None:
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="extra K values to evaluate besides the manifest's default (default: 1; "
                         "give the flag alone for the default K only)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="where the generated networks run (auto: CUDA when available)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)

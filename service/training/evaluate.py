@@ -106,7 +106,8 @@ def evaluate(
             add("slicing", w, sliced_state(base, m.scope, w, m.in_channels, m.num_classes))
             add("l1_prune", w, l1_pruned_state(base, m.scope, w, m.in_channels, m.num_classes))
     if base is not None:
-        rows.append({"method": "base_full", "width": FULL_WIDTH, "acc_test": accuracy(base, test, info, device=device),
+        rows.append({"method": "base_full", "width": FULL_WIDTH,
+                     "acc_test": accuracy(base, test, info, device=device),
                      "params": param_count(m.scope, FULL_WIDTH, m.in_channels, m.num_classes)})
     missing = []
     for path in individual:
@@ -118,7 +119,8 @@ def evaluate(
         w = individual_width(state, m.scope)
         if w is None:
             continue  # trained for the other scope's layout
-        rows.append({"method": "individual", "width": w, "path": str(path), "acc_test": accuracy(state, test, info, device=device),
+        rows.append({"method": "individual", "width": w, "path": str(path),
+                     "acc_test": accuracy(state, test, info, device=device),
                      "params": sum(v.numel() for v in state.values())})
     sub = f"acc_subset{subset}"
     dips = {f"K={k}": dips_below_neighbours({r["width"]: r[sub] for r in rows
