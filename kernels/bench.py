@@ -237,7 +237,8 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
             sig.update({n: mat for n in ("wv_ptr", "ws_ptr", "wc_ptr", "wh_ptr", "wo_ptr")})
             sig.update({n: "i32" for n in ("samples", "D", "O")})
             # The shipped INR's shape (D = 5, F = 8, L = 3, O = 9) at hidden HP.
-            const = {"L": 3, "CLEAN_FIRST": True, "DA": 8, "F_PAD": 8, "HP": hp, "OP": 16, "SPLIT": hp > 128, "PREC": prec}
+            const = {"L": 3, "CLEAN_FIRST": True, "DA": 8, "F_PAD": 8, "HP": hp, "OP": 16, "SPLIT": hp > 128,
+                     "PREC": prec}
             for launch in fused_inr._launch_candidates(hp, 1 << 20):
                 meta = {**const, "BLOCK_M": launch.block_m}
                 src = ASTSource(kernel, {**sig, **{k: "constexpr" for k in meta}}, constexprs=meta)
@@ -253,9 +254,9 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
                 spill = re.search(r"(\d+) bytes spill stores", res.stderr)
                 usage = f"{regs.group(1)} regs, {spill.group(1)} B spilled" if regs and spill else res.stderr[-80:]
                 hgmma = len(re.findall(r"wgmma\.mma_async", ck.asm["ptx"]))
+                fits = "yes" if ck.metadata.shared <= SM90_SHARED_LIMIT else "no"
                 lines.append(f"| {hp} | {precision} | {launch.block_m} | {launch.num_warps} | {launch.num_stages} "
-                             f"| {ck.metadata.shared / 1024:.0f} | {'yes' if ck.metadata.shared <= SM90_SHARED_LIMIT else 'no'} "
-                             f"| {usage} | {hgmma} |")
+                             f"| {ck.metadata.shared / 1024:.0f} | {fits} | {usage} | {hgmma} |")
                 print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines)
 

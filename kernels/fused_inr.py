@@ -387,7 +387,8 @@ def fused_inr_mean(
         log.warning("fused INR kernel does not fit this device for %s; evaluating layer by layer", spec)
     _LAUNCH_OK.pop(spec, None)
     _LAUNCH_OK[spec] = None
-    return _per_layer((coords, jitter, out_scale, head_offsets, weights, num_freqs, samples, seed, clean_first), precision)
+    inputs = (coords, jitter, out_scale, head_offsets, weights, num_freqs, samples, seed, clean_first)
+    return _per_layer(inputs, precision)
 
 
 def path_taken(hidden: int, precision: str, device: torch.device | str) -> str:

@@ -16,13 +16,13 @@ FMNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
 
 def tiny_manifest(arch: str = "resnet20", scope: str = "all", **overrides) -> Manifest:
     lo = 1 if scope == "all" else 8
-    fields = dict(
-        arch=arch, scope=scope, dataset="fashion-mnist", in_channels=1, input_size=[28, 28],
-        num_classes=10, labels=FMNIST_LABELS,
-        preprocess=dict(mean=[0.286], std=[0.353], input_shape=[1, 28, 28]),
-        widths_trained={"min": 16, "max": 64}, widths_allowed={"min": lo, "max": 64},
-        default_width=64, inr=HyperNetConfig(hidden=16, layers=1, num_freqs=2), default_samples=1,
-    )
+    fields = {
+        "arch": arch, "scope": scope, "dataset": "fashion-mnist", "in_channels": 1, "input_size": [28, 28],
+        "num_classes": 10, "labels": FMNIST_LABELS,
+        "preprocess": {"mean": [0.286], "std": [0.353], "input_shape": [1, 28, 28]},
+        "widths_trained": {"min": 16, "max": 64}, "widths_allowed": {"min": lo, "max": 64},
+        "default_width": 64, "inr": HyperNetConfig(hidden=16, layers=1, num_freqs=2), "default_samples": 1,
+    }
     fields.update(overrides)
     return Manifest.model_validate(fields)
 

@@ -91,7 +91,9 @@ def _wrk(url: str, duration: int, connections: int) -> dict[str, float]:
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
     def pct(p: str) -> float:
-        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", out, re.MULTILINE).groups()  # type: ignore[union-attr]
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", out, re.MULTILINE)
+        assert match is not None, f"no {p}% line in the load tool's report"
+        value, unit = match.groups()
         return float(value) * scale[unit]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

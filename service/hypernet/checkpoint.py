@@ -107,7 +107,9 @@ class Checkpoint:
         return self.sha256[:12]
 
 
-def checkpoint_bytes(manifest: Manifest, hypernet_state: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor]) -> bytes:
+def checkpoint_bytes(
+    manifest: Manifest, hypernet_state: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor]
+) -> bytes:
     tensors = {f"inr.{k}": v.detach().float().contiguous() for k, v in hypernet_state.items()}
     tensors.update({f"fixed.{k}": v.detach().float().contiguous() for k, v in fixed.items()})
     return st_save(tensors, metadata={MANIFEST_KEY: manifest.model_dump_json()})

@@ -1,7 +1,7 @@
 """Train a ResNet20 (full width = the base model, or narrower = an individual baseline), then fold BN.
 
 Recipe: SGD (momentum 0.9, Nesterov), weight decay, cosine learning rate over the planned steps,
-crop + flip augmentation, ``--precision bf16`` by default (``service.training.precision``).
+crop + flip augmentation, ``--precision auto`` by default: bf16 where native (``service.training.precision``).
 Validation accuracy after every epoch picks the best model; the test split is read once, at the
 end, for the report.
 
@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,15 @@ from tqdm import tqdm
 from service.archs import ResNet20, fold_batchnorm, folded_model
 from service.errors import InvalidParameter
 from service.training.data import Split, Splits, batches, epoch_order, load_dataset
-from service.training.precision import DEVICES, PRECISIONS, autocast, hardware, prepare_input, resolve_device
+from service.training.precision import (
+    DEVICES,
+    PRECISIONS,
+    autocast,
+    hardware,
+    prepare_input,
+    resolve_device,
+    resolve_precision,
+)
 
 # Hyperparameters a resumed run must keep (changing them mid-run would silently change the recipe).
 FROZEN_ON_RESUME = ("dataset", "batch", "lr", "wd", "momentum", "seed", "inner_widths", "precision")
@@ -56,7 +64,7 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     inner_widths: list[int] | None = None  # None = full width
-    precision: str = "bf16"  # "bf16": autocast + channels-last while training; "fp32": plain
+    precision: str = "auto"  # "bf16": autocast + channels-last; "fp32": plain; "auto": bf16 where native
     device: str = "auto"  # "auto": CUDA when available; not frozen (a run may resume elsewhere)
     log_every: int = 100  # steps between log lines
     save_every: int = 200  # steps between resume checkpoints (also saved at every epoch end)
@@ -114,6 +122,13 @@ class Progress:
         return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
+def _saved_precision(path: Path) -> str | None:
+    """The precision a run in progress was started with (``auto`` keeps it on resume)."""
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)["config"].get("precision")
+
+
 def _resume(cfg: TrainConfig, model: ResNet20, opt: torch.optim.SGD, path: Path) -> Progress:
     """Load ``last.pt`` into model and optimizer; refuse a changed recipe."""
     # map to the CPU: load_state_dict copies onto the model's device and the optimizer casts its state
@@ -132,8 +147,10 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
     """Train (or resume) into ``cfg.out``; returns the sidecar dict once finished, else the progress."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device, resumed=_saved_precision(out / "last.pt")))
     splits = splits or load_dataset(cfg.dataset, cfg.data)
-    model, opt = _build(cfg, splits, resolve_device(cfg.device))
+    model, opt = _build(cfg, splits, device)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch)
     total_steps = cfg.epochs * steps_per_epoch
     progress = Progress()
@@ -243,8 +260,9 @@ def add_arguments(parser: argparse.ArgumentParser, default_out: str | None) -> N
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--wd", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default="bf16", choices=PRECISIONS,
-                        help="bf16: bfloat16 autocast + channels-last while training (weights stay fp32)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="bf16: bfloat16 autocast + channels-last while training (weights stay fp32); "
+                             "auto: bf16 where the hardware runs it natively, else fp32")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (resumably) after this many steps")

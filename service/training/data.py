@@ -51,6 +51,9 @@ class DatasetInfo:
                 "mean": list(self.mean), "std": list(self.std)}
 
 
+ImagesLabels = tuple[torch.Tensor, torch.Tensor]  # uint8 (N, C, H, W), int64 (N,)
+
+
 @dataclass(frozen=True)
 class Split:
     images: torch.Tensor  # uint8 (N, C, H, W)
@@ -109,7 +112,7 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
-def _load_fmnist(root: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def _load_fmnist(root: Path) -> tuple[ImagesLabels, ImagesLabels]:
     missing = [f for pair in FMNIST_FILES.values() for f in pair if not (root / f).is_file()]
     if missing:
         raise DatasetNotFound(
@@ -148,7 +151,7 @@ def _cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
-def _load_cifar10(root: Path) -> tuple[DatasetInfo, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def _load_cifar10(root: Path) -> tuple[DatasetInfo, ImagesLabels, ImagesLabels]:
     missing = [f for f in CIFAR_FILES if not (root / f).is_file()]
     if missing:
         raise DatasetNotFound(f"CIFAR-10 not found in {root} (missing {', '.join(missing)}): pass --data DIR "

@@ -188,7 +188,8 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.plot([r[x_key] for r in rs], [r[sub] for r in rs], marker=".", label=name)
         for r in result["rows"]:
             if r["method"] in ("individual", "base_full"):
-                ax.scatter([r[x_key]], [r["acc_test"]], marker="*", s=120, zorder=5, label=f"{r['method']} w{r['width']}")
+                ax.scatter([r[x_key]], [r["acc_test"]], marker="*", s=120, zorder=5,
+                           label=f"{r['method']} w{r['width']}")
         ax.set_xlabel(label)
         ax.set_ylabel(f"test accuracy % (first {result['subset']} images)")
         ax.set_title(f"{result['arch']} ({result['scope']} scope), {result['dataset']}")

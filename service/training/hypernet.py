@@ -35,7 +35,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from service.hypernet import HyperNet, HyperNetConfig, coord_table, scatter
 from service.training.baselines import leading_slice
 from service.training.data import Split, Splits, augment, epoch_order, load_dataset, normalize
 from service.training.evaluate import accuracy
-from service.training.precision import autocast, hardware, prepare_input, resolve_device
+from service.training.precision import autocast, hardware, prepare_input, resolve_device, resolve_precision
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TrainConfig:
     lambda_norm: float = 1e-4
     lambda_kd: float = 0.0  # weight of the distillation term (0 = off, the paper)
     kd_temperature: float = 2.0
-    precision: str = "fp32"  # "bf16": ResNet forward under bfloat16 autocast + channels-last
+    precision: str = "auto"  # "bf16": ResNet forward under bfloat16 autocast + channels-last; auto: where native
     device: str = "auto"  # "auto": CUDA when available
     init_from: str | None = None  # a service checkpoint to continue: its INR weights and fixed layers
     train_fixed: bool = False  # also fine-tune the non-morphed layers (shipped as the checkpoint's fixed)
@@ -211,10 +211,11 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         self.rank, self.world = init_distributed()
         self.device = resolve_device(cfg.device)
+        # Not frozen on resume: the ResNet pass is recomputed every step, so a run may move between machines.
+        self.cfg = cfg = replace(cfg, precision=resolve_precision(cfg.precision, self.device))
         if self.device.type == "cuda":
             if self.world > 1:
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -44,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda-kd", type=float, default=0.0,
                    help="weight of distillation from the base's logits (0 = off, the paper)")
     p.add_argument("--kd-temperature", type=float, default=2.0)
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32); "
+                        "auto: bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
     p.add_argument("--init-from", default=None,
                    help="continue a shipped checkpoint: its INR weights and fixed layers (--base teaches)")

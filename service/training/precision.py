@@ -5,17 +5,21 @@ training and evaluation.
 batch is augmented there and copied over), else on the CPU.
 
 ``bf16`` runs the convolutions under bfloat16 autocast with channels-last inputs: 1.8x faster per
-step on an AVX-512-BF16 CPU (160 -> 91 ms for a ResNet20 step at batch 128, measured). Weights,
-optimizer state, BatchNorm statistics and losses stay float32. ``fp32`` is plain float32.
+step on an AVX-512-BF16 CPU (160 -> 91 ms for a ResNet20 step at batch 128, measured), but 10x
+*slower* on a CPU without AVX-512, where oneDNN emulates it (an AVX2-only AMD EPYC: 362 -> 3,496
+ms). Weights, optimizer state, BatchNorm statistics and losses stay float32. ``fp32`` is plain
+float32. ``auto`` (the default) picks bf16 only where the hardware runs it natively.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
 from service.errors import InvalidParameter
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -26,6 +30,28 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise InvalidParameter("--device cuda: torch sees no CUDA device (use --device cpu or auto)")
     return torch.device(name)
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether bfloat16 convolutions are fast on ``device``: a CUDA GPU with bf16, or a CPU that oneDNN
+    runs bf16 on (AVX-512 and up). Elsewhere they are emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(name: str, device: torch.device, *, resumed: str | None = None) -> str:
+    """``auto``: the run's own precision when it resumes (``resumed``), else bf16 where it is native and
+    fp32 elsewhere. An explicit bf16 on hardware that emulates it is kept, with a warning."""
+    if name not in PRECISIONS:
+        raise InvalidParameter(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return resumed or ("bf16" if bf16_is_native(device) else "fp32")
+    if name == "bf16" and not bf16_is_native(device):
+        warnings.warn(f"--precision bf16 on {device.type}: this hardware emulates bfloat16 convolutions, so a "
+                      "step is several times slower than fp32 (use --precision auto or fp32)",
+                      RuntimeWarning, stacklevel=2)
+    return name
 
 
 def prepare_input(x: torch.Tensor, precision: str) -> torch.Tensor:

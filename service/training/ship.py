@@ -138,7 +138,8 @@ def evaluation_summary(eval_json: dict[str, Any], scope: str, in_ch: int, n_cls:
         acc = r.get("acc_test", r.get(sub))
         w = str(r["width"])
         if r["method"] == "neumeta" and r.get("samples") == k_default:
-            per_width[w] = {"accuracy": round(acc, 2), "measured_on": "test" if "acc_test" in r else f"test[:{eval_json['subset']}]",
+            measured_on = "test" if "acc_test" in r else f"test[:{eval_json['subset']}]"
+            per_width[w] = {"accuracy": round(acc, 2), "measured_on": measured_on,
                             "params": param_count(scope, r["width"], in_ch, n_cls),
                             "compression": round(compression_ratio(scope, r["width"], in_ch, n_cls), 4)}
         elif r["method"] != "neumeta":

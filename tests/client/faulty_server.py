@@ -26,7 +26,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 CATALOG = {"resnet20": {"scope": "all", "widths": {"min": 1, "max": 64, "default": 64}, "labels": ["a", "b"]}}
 
@@ -74,7 +78,7 @@ class FaultyServer:
         with self._lock:
             return self._script.popleft() if self._script else "ok"
 
-    def __enter__(self) -> FaultyServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -135,7 +135,8 @@ def test_predict_size_defaults_to_manifest_samples_and_orders_dtypes(ckpt):
 def test_rejects_unknown_dtype_and_wrong_shapes(ckpt, states):
     with pytest.raises(ValueError, match="unknown dtype 'bfloat16'"):
         build_onnx(states[17], ckpt.manifest, 17, "bfloat16", ckpt.sha256, 1)
-    with pytest.raises(ValueError, match=r"layer1.0.conv1.weight has shape \(4, 16, 3, 3\), expected \(8, 16, 3, 3\) at width 33"):
+    wrong_shape = r"layer1.0.conv1.weight has shape \(4, 16, 3, 3\), expected \(8, 16, 3, 3\) at width 33"
+    with pytest.raises(ValueError, match=wrong_shape):
         build_onnx(states[17], ckpt.manifest, 33, "float32", ckpt.sha256, 1)
     broken = dict(states[17])
     del broken["fc.bias"]

@@ -64,6 +64,7 @@ def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(t
     assert [h["val_acc"] for h in whole["history"]] == [h["val_acc"] for h in resumed["history"]]
 
 
+@pytest.mark.filterwarnings("ignore:--precision bf16:RuntimeWarning")
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_finished_run_writes_a_folded_model_and_sidecar(tmp_path, splits, precision):
     train(config(tmp_path, precision=precision), splits, command="neumeta train base --epochs 2")
@@ -91,10 +92,11 @@ def test_individual_width_trains_narrow_blocks(tmp_path, splits):
     assert result["width"] == 16 and result["inner_widths"] == widths
 
 
+@pytest.mark.filterwarnings("ignore:--precision bf16:RuntimeWarning")  # emulated on AVX2-only CPUs
 def test_resume_refuses_a_changed_recipe(tmp_path, splits):
-    train(config(tmp_path, max_steps=1), splits)
+    train(config(tmp_path, max_steps=1, precision="bf16"), splits)
     with pytest.raises(InvalidParameter, match="lr"):
-        train(config(tmp_path, lr=0.2), splits)
+        train(config(tmp_path, lr=0.2, precision="bf16"), splits)
     with pytest.raises(InvalidParameter, match="precision"):
         train(config(tmp_path, precision="fp32"), splits)
 

@@ -4,6 +4,7 @@ GPU) base and INR training on CUDA checked against the CPU oracle and shipped fr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,10 +12,11 @@ from safetensors.torch import load_file
 
 from service.errors import InvalidParameter
 from service.hypernet import coord_table, generate, load_checkpoint
+from service.training import precision
 from service.training.base import TrainConfig as BaseConfig
 from service.training.base import train
 from service.training.hypernet import Trainer
-from service.training.precision import hardware, resolve_device
+from service.training.precision import hardware, resolve_device, resolve_precision
 from service.training.ship import ship
 from tests.training.test_base import splits  # noqa: F401  (module-scoped fixture)
 from tests.training.test_hypernet import tiny_config
@@ -47,6 +49,40 @@ def test_cli_refuses_cuda_without_a_gpu_before_reading_anything(tmp_path, capsys
     code = service.cli.main([*argv, "--device", "cuda", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "no CUDA device" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_hardware_runs_it_natively(monkeypatch, native):
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device: native)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", cpu, resumed="bf16") == "bf16"  # a resumed run keeps its own
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(InvalidParameter, match="unknown precision"):
+        resolve_precision("fp16", cpu)
+
+
+def test_explicit_bf16_where_it_is_emulated_is_kept_with_a_warning(monkeypatch):
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device: False)
+    with pytest.warns(RuntimeWarning, match="emulates bfloat16"):
+        assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_the_cpu_check_agrees_with_onednn():
+    # The real probe (not a stub): on this machine it must match what oneDNN reports for itself.
+    assert precision.bf16_is_native(torch.device("cpu")) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@pytest.mark.filterwarnings("ignore:--precision bf16:RuntimeWarning")
+def test_runs_record_the_precision_auto_resolved_to_and_resume_with_it(tmp_path, splits):  # noqa: F811
+    native = "bf16" if precision.bf16_is_native(torch.device("cpu")) else "fp32"
+    cfg = BaseConfig(out=str(tmp_path / "base"), epochs=1, batch=16, save_every=1, device="cpu")
+    train(replace(cfg, precision="bf16", max_steps=1), splits, command="test")
+    sidecar = train(cfg, splits, command="test")  # "auto" on resume: the run's own bf16, on any CPU
+    assert sidecar["finished"] and sidecar["recipe"]["precision"] == "bf16"
+    fresh = train(replace(cfg, out=str(tmp_path / "fresh")), splits, command="test")
+    assert fresh["recipe"]["precision"] == native
+    assert Trainer(tiny_config(tmp_path, steps=0, warm_steps=0)).cfg.precision == native
 
 
 def test_coordinate_tables_are_cached_per_device():

@@ -93,8 +93,8 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, base):
     from safetensors.torch import save_file
 
     save_file(sliced_state(base, "last", 62, 1, 10), str(indiv))
-    result = evaluate(ckpt, splits, base, individual=[indiv, tmp_path / "individual-w16", tmp_path], subset=8, key_widths=(16, 60, 64),
-                      progress=False)
+    result = evaluate(ckpt, splits, base, individual=[indiv, tmp_path / "individual-w16", tmp_path], subset=8,
+                      key_widths=(16, 60, 64), progress=False)
     methods = {(r["method"], r["width"]) for r in result["rows"]}
     for w in range(60, 65):
         assert {("neumeta", w), ("slicing", w), ("l1_prune", w)} <= methods

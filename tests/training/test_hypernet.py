@@ -41,9 +41,11 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
     base = tmp_path / "base.safetensors"
     if not base.exists():
         tiny_base(base)
-    fields = dict(base=str(base), out=str(tmp_path / "run"), data="synthetic:64", steps=2, warm_steps=1, batch=8,
-                  hidden=16, layers=1, freqs=2, val_widths=[16, 64], val_limit=16, val_every=1000,
-                  ckpt_every=1, progress=False, device="cpu")
+    fields = {
+        "base": str(base), "out": str(tmp_path / "run"), "data": "synthetic:64", "steps": 2, "warm_steps": 1,
+        "batch": 8, "hidden": 16, "layers": 1, "freqs": 2, "val_widths": [16, 64], "val_limit": 16,
+        "val_every": 1000, "ckpt_every": 1, "progress": False, "device": "cpu",
+    }
     fields.update(overrides)
     return TrainConfig(**fields)
 
@@ -93,6 +95,7 @@ def test_distillation_is_zero_only_when_the_student_matches_the_teacher():
         assert distillation(student - 0.1 * student.grad, teacher, 2.0) < kd
 
 
+@pytest.mark.filterwarnings("ignore:--precision bf16:RuntimeWarning")  # emulated on AVX2-only CPUs
 def test_distilled_bf16_step_trains_every_inr_parameter(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, warm_steps=0, steps=3, lambda_kd=1.0, precision="bf16"))
     trainer.train_step()

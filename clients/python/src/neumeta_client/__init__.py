@@ -5,12 +5,13 @@
         path = client.pull("resnet20", width=32)   # verified ONNX file in the local cache
 """
 
+# Set before the imports below: client.py reads it for its User-Agent.
 __version__ = "0.1.0"
 
-from neumeta_client._inference import Prediction  # noqa: E402
-from neumeta_client._retry import RetryPolicy  # noqa: E402
-from neumeta_client.client import AsyncClient, Client  # noqa: E402
-from neumeta_client.errors import (  # noqa: E402
+from neumeta_client._inference import Prediction
+from neumeta_client._retry import RetryPolicy
+from neumeta_client.client import AsyncClient, Client
+from neumeta_client.errors import (
     Busy,
     CacheLockTimeout,
     ChecksumMismatch,
@@ -28,8 +29,22 @@ from neumeta_client.errors import (  # noqa: E402
 )
 
 __all__ = [
-    "AsyncClient", "Client", "Prediction", "RetryPolicy",
-    "NeuMetaError", "UnknownArch", "WidthOutOfRange", "InvalidParameter", "Unauthorized", "Busy", "ServerError",
-    "UnexpectedResponse", "TransportError", "RequestTimeout", "ChecksumMismatch", "OfflineError",
-    "CacheLockTimeout", "MissingExtra",
+    "AsyncClient",
+    "Busy",
+    "CacheLockTimeout",
+    "ChecksumMismatch",
+    "Client",
+    "InvalidParameter",
+    "MissingExtra",
+    "NeuMetaError",
+    "OfflineError",
+    "Prediction",
+    "RequestTimeout",
+    "RetryPolicy",
+    "ServerError",
+    "TransportError",
+    "Unauthorized",
+    "UnexpectedResponse",
+    "UnknownArch",
+    "WidthOutOfRange",
 ]

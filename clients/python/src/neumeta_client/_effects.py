@@ -65,7 +65,7 @@ def run_sync(flow: Flow[T], http: httpx.Client) -> T:
                 finally:
                     response.close()
                 reply = response
-        except Exception as exc:  # the flow decides what is retryable
+        except Exception as exc:  # noqa: BLE001 - the flow decides what is retryable
             error = exc
         except BaseException:  # Ctrl-C: let the flow's finally blocks release locks, then stop
             flow.close()
@@ -95,7 +95,7 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient) -> T:
                 finally:
                     await response.aclose()
                 reply = response
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in run_sync, the flow decides
             error = exc
         except BaseException:  # cancellation: release locks, then propagate
             flow.close()

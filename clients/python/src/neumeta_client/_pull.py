@@ -78,7 +78,7 @@ class BlobWriter:
                 for block in iter(lambda: existing.read(1 << 20), b""):
                     self._hash.update(block)
                     self.received += len(block)
-        self._file = open(path, "ab" if mode == "ab" else "wb")
+        self._file = open(path, "ab" if mode == "ab" else "wb")  # noqa: SIM115 - open across writes; close() shuts it
 
     def write(self, chunk: bytes) -> None:
         assert self._file is not None, "write before accepts()"

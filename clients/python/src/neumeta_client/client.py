@@ -32,6 +32,7 @@ from neumeta_client.constants import (
 
 if TYPE_CHECKING:
     import onnxruntime
+    from typing_extensions import Self
 
 TimeoutLike = float | tuple[float, float] | httpx.Timeout
 
@@ -125,7 +126,7 @@ class Client(_ClientBase):
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -169,7 +170,7 @@ class AsyncClient(_ClientBase):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
