@@ -461,8 +461,13 @@ class Trainer:
             done = self.step >= self.total_steps or out_of_time
             if self.step % cfg.val_every == 0 or done:
                 train = {f"train_{k}": round(sum(v) / len(v), 4) for k, v in running.items()}
-                self._maybe_best(self.validate(), train)
+                accs = self.validate()
+                self._maybe_best(accs, train)
                 running.clear()
+                if bar.disable and self.rank == 0:  # no bar (--no-progress, a log file): one line per validation
+                    print(f"step {self.step}/{self.total_steps} wall {self.wall:.0f}s "
+                          f"val {' '.join(f'w{w}:{a:.2f}' for w, a in accs.items())} "
+                          f"{' '.join(f'{k}:{v:.3g}' for k, v in train.items())}", flush=True)
             if self.step % cfg.ckpt_every == 0 or done:
                 self._save()
             if out_of_time:

@@ -117,6 +117,13 @@ def test_warm_start_steps_reduce_the_reconstruction_loss(tmp_path):
     assert trainer.loss(1)[1]["rec"] < 0.9 * first["rec"]
 
 
+def test_without_a_bar_each_validation_prints_one_progress_line(tmp_path, capsys):
+    Trainer(tiny_config(tmp_path, steps=2, warm_steps=0, val_every=1)).run()  # progress=False: a log file
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all(" val w16:" in line and " w64:" in line and "train_ce:" in line for line in lines)
+
+
 def test_resume_restores_step_weights_and_ema(tmp_path):
     cfg = tiny_config(tmp_path, steps=3, warm_steps=1)
     first = Trainer(cfg)
