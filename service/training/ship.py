@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -178,14 +179,14 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
         summary["fixed_layers"] = "fine-tuned with the INR (--train-fixed), best-by-VAL EMA"
     manifest = build_manifest(cfg, splits.info, base_meta, summary, samples or 1, report, ev)
     fixed = {name: base_state[name] for name in fixed_tensor_shapes(manifest)}
-    if samples is None:  # measure: does averaging noisy samples help on VAL?
-        ckpt = Checkpoint(manifest, hn.eval().requires_grad_(False), fixed, sha256="0" * 64)
-        lo = ALLOWED[cfg.scope][0]
-        k, report = choose_default_samples(ckpt, splits, sorted({lo, 16, 32, 64}))
-        manifest = build_manifest(cfg, splits.info, base_meta, summary, k, report, ev)
+    # The checkpoint as the service would load it (its manifest's K matters to the measurements below).
+    candidate = Checkpoint(manifest, hn.eval().requires_grad_(False), fixed, sha256="0" * 64)
     lo, hi = ALLOWED[cfg.scope]
-    ablation = block_ablation(Checkpoint(manifest, hn.eval().requires_grad_(False), fixed, sha256="0" * 64),
-                              splits, [lo, hi])
+    if samples is None:  # measure: does averaging noisy samples help on VAL?
+        k, report = choose_default_samples(candidate, splits, sorted({lo, 16, 32, 64}))
+        manifest = build_manifest(cfg, splits.info, base_meta, summary, k, report, ev)
+        candidate = replace(candidate, manifest=manifest)
+    ablation = block_ablation(candidate, splits, [lo, hi])
     inert = [w for w, f in ablation["changed_predictions"].items() if f < MIN_CHANGED]
     if inert and not allow_inert:
         raise ValueError(f"{run}: the generated blocks are switched off at widths {', '.join(inert)} (zeroing their "
