@@ -134,6 +134,7 @@ def evaluation_summary(eval_json: dict[str, Any], scope: str, in_ch: int, n_cls:
     sub = f"acc_subset{eval_json['subset']}"
     per_width: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, float]] = {}
+    paired: dict[str, dict[str, Any]] = {}
     k_default = eval_json["default_samples"]
     for r in eval_json["rows"]:
         acc = r.get("acc_test", r.get(sub))
@@ -145,8 +146,10 @@ def evaluation_summary(eval_json: dict[str, Any], scope: str, in_ch: int, n_cls:
                             "compression": round(compression_ratio(scope, r["width"], in_ch, n_cls), 4)}
         elif r["method"] != "neumeta":
             baselines.setdefault(r["method"], {})[w] = round(acc, 2)
+        if r.get("neumeta_minus_this"):  # generated minus a trained network, paired over the test set
+            paired[f"{r['method']} w{w}"] = {k: r["neumeta_minus_this"][k] for k in ("diff_pt", "ci95_pt")}
     return {"split": "test", "samples": k_default, "per_width": per_width, "baselines": baselines,
-            "individual_not_trained": eval_json.get("individual_not_trained", [])}
+            "paired_differences": paired, "individual_not_trained": eval_json.get("individual_not_trained", [])}
 
 
 def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, samples: int | None = None,

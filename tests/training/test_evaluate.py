@@ -8,17 +8,19 @@ import pytest
 import torch
 
 from service.archs import ResNet20, fold_batchnorm, folded_model, tensor_specs
-from service.hypernet import load_checkpoint
+from service.hypernet import generate, load_checkpoint
 from service.training.baselines import l1_keep_indices, l1_pruned_state, sliced_state
 from service.training.evaluate import (
     accuracy,
     dips_below_neighbours,
     evaluate,
     individual_width,
+    paired_difference,
     table,
     write_outputs,
 )
 from service.training.hypernet import synthetic_splits
+from service.training.ship import evaluation_summary
 from tests.factories import tiny_checkpoint
 
 
@@ -85,6 +87,19 @@ def test_accuracy_counts_correct_predictions(base):
     assert accuracy(base, relabelled, splits.info) == 100.0
 
 
+def test_paired_difference_counts_the_images_only_one_model_gets_right():
+    a = torch.tensor([1, 1, 0, 0, 1, 1, 0, 1], dtype=torch.bool)
+    b = torch.tensor([1, 0, 1, 0, 0, 1, 0, 1], dtype=torch.bool)
+    paired = paired_difference(a, b)  # per-image differences: 0 +1 -1 0 +1 0 0 0
+    d = torch.tensor([0, 1, -1, 0, 1, 0, 0, 0], dtype=torch.float64)
+    half = 1.96 * 100 * float(d.std()) / 8 ** 0.5
+    assert paired["diff_pt"] == pytest.approx(12.5)
+    assert paired["ci95_pt"] == pytest.approx([12.5 - half, 12.5 + half], abs=1e-3)
+    assert (paired["only_generated_right"], paired["only_other_right"], paired["images"]) == (2, 1, 8)
+    same = paired_difference(a, a)  # identical predictions: no difference and no doubt about it
+    assert same["diff_pt"] == 0 and same["ci95_pt"] == [0, 0]
+
+
 def test_evaluate_writes_table_json_and_plots(tmp_path, base):
     ckpt = load_checkpoint(tiny_checkpoint(tmp_path / "c.safetensors", arch="resnet20-last", scope="last",
                                            widths_allowed={"min": 60, "max": 64}))
@@ -103,8 +118,23 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, base):
     assert result["individual_not_trained"] == [str(tmp_path / "individual-w16"), str(tmp_path)]
     assert result["key_widths"] == [60, 64]
     assert set(result["dips_over_1pt"]) == {"K=1"}
+    # Paired comparisons: generated (default K) minus each reference network, over the same test images.
+    k = result["default_samples"]
+    rows = {(r["method"], r["width"], r.get("samples")): r for r in result["rows"]}
+    base_row, indiv_row = rows[("base_full", 64, None)], rows[("individual", 62, None)]
+    assert base_row["neumeta_minus_this"]["diff_pt"] == pytest.approx(
+        rows[("neumeta", 64, k)]["acc_test"] - base_row["acc_test"], abs=1e-3)
+    generated_62 = accuracy(generate(ckpt, 62, samples=k, backend="torch"), splits.test, splits.info)
+    paired = indiv_row["neumeta_minus_this"]
+    assert paired["diff_pt"] == pytest.approx(generated_62 - indiv_row["acc_test"], abs=1e-3)
+    assert paired["ci95_pt"][0] <= paired["diff_pt"] <= paired["ci95_pt"][1] and paired["images"] == len(splits.test)
     text = table(result)
     assert "below both neighbours" in text and "not yet trained" in text and "slicing" in text
+    assert f"neumeta K={k} - individual w62: {paired['diff_pt']:+.2f} pt (95% CI" in text
+    # ... and they travel into the shipped manifest's evaluation table.
+    summary = evaluation_summary(json.loads(json.dumps(result)), "last", 1, 10)
+    assert summary["paired_differences"]["individual w62"] == {k: paired[k] for k in ("diff_pt", "ci95_pt")}
+    assert set(summary["paired_differences"]) == {"individual w62", "base_full w64"}
     paths = write_outputs(result, tmp_path / "out")
     assert all(p.stat().st_size > 0 for p in paths) and {p.suffix for p in paths} == {".json", ".png"}
     assert json.loads(paths[0].read_text())["arch"] == "resnet20-last"
