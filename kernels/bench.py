@@ -293,8 +293,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_bench_kernel(args: argparse.Namespace) -> int:
     if args.compile_report:
         print(compile_report(args.compile_report, args.precisions))
-    else:
-        print(run(args))
+        return 0
+    try:
+        print(run(args), flush=True)
+    finally:
+        if "compile" in args.methods:
+            # torch.compile's pool of compile workers otherwise outlives the table and keeps the
+            # process from exiting (seen once on the H100; a CPU run exits either way).
+            from torch._inductor.async_compile import shutdown_compile_workers
+
+            shutdown_compile_workers()
     return 0
 
 
