@@ -226,8 +226,9 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
 
     kernel = fused_inr._fused_inr_kernel
     ptxas = get_ptxas(90).path
-    lines = ["| HP | precision | BLOCK_M | warps | stages | shared KiB | fits sm_90 | ptxas -v | wgmma in PTX |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    columns = ("HP", "precision", "BLOCK_M", "warps", "stages", "weights", "shared KiB", "fits sm_90", "ptxas -v",
+               "wgmma in PTX")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for hp in hiddens:
         for precision in precisions:
             prec = fused_inr._KERNEL_PRECISION[precision]
@@ -235,12 +236,12 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
             sig = {name: "*fp32" for name in kernel.arg_names}
             sig.update({n: "*i32" for n in ("tile_head_ptr", "tile_start_ptr", "tile_stop_ptr", "keys_ptr")})
             sig.update({n: mat for n in ("wv_ptr", "ws_ptr", "wc_ptr", "wh_ptr", "wo_ptr")})
-            sig.update({n: "i32" for n in ("samples", "D", "O")})
+            sig.update({n: "i32" for n in ("samples", "D", "O", "sample_stride")})
             # The shipped INR's shape (D = 5, F = 8, L = 3, O = 9) at hidden HP.
             const = {"L": 3, "CLEAN_FIRST": True, "DA": 8, "F_PAD": 8, "HP": hp, "OP": 16, "SPLIT": hp > 128,
                      "PREC": prec}
             for launch in fused_inr._launch_candidates(hp, 1 << 20):
-                meta = {**const, "BLOCK_M": launch.block_m}
+                meta = {**const, "BLOCK_M": launch.block_m, "RELOAD": launch.reload}
                 src = ASTSource(kernel, {**sig, **{k: "constexpr" for k in meta}}, constexprs=meta)
                 opts = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
                 ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
@@ -255,8 +256,9 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
                 usage = f"{regs.group(1)} regs, {spill.group(1)} B spilled" if regs and spill else res.stderr[-80:]
                 hgmma = len(re.findall(r"wgmma\.mma_async", ck.asm["ptx"]))
                 fits = "yes" if ck.metadata.shared <= SM90_SHARED_LIMIT else "no"
+                weights = "re-read per sample" if launch.reload else "held across samples"
                 lines.append(f"| {hp} | {precision} | {launch.block_m} | {launch.num_warps} | {launch.num_stages} "
-                             f"| {ck.metadata.shared / 1024:.0f} | {fits} | {usage} | {hgmma} |")
+                             f"| {weights} | {ck.metadata.shared / 1024:.0f} | {fits} | {usage} | {hgmma} |")
                 print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines)
 

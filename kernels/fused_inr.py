@@ -21,7 +21,9 @@ Layout decisions (all done by the launcher, so the kernel sees only powers of tw
   memory at any heuristic shape. The weights do not depend on the sample, so the compiler keeps
   a head's weights in shared memory across the K loop; compiled ahead of time for sm_90 (not
   run), that fits 227 KiB for HP <= 64 in every precision, HP = 128 in tf32 and bf16, HP = 256
-  in bf16 only (see docs/BENCHMARKS.md); other combinations take the per-layer path.
+  in bf16 only (see docs/BENCHMARKS.md). Where it does not fit, the launcher retries with
+  RELOAD: the weight addresses depend on the sample, so they are re-read (from L2) every sample
+  and only one dot's operands are live at a time (fp32 at HP = 128: 288 -> 128 KiB).
 - Output width O is zero-padded to OP >= 16 columns; only the first O are stored.
 
 Noise is the reference's counter-based hash on uint32 with wrap-around; per-sample keys come
@@ -107,15 +109,16 @@ def _dot(a, w_ptr, row0, col0, ld, K: tl.constexpr, N: tl.constexpr, PREC: tl.co
     return out
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["sample_stride"])  # a known 0 would be folded away (see RELOAD)
 def _fused_inr_kernel(
     coords_ptr, jitter_ptr, scale_ptr, out_ptr,  # (N, D), (N, D), (N,), (N, O)
     tile_head_ptr, tile_start_ptr, tile_stop_ptr, keys_ptr, freq_ptr,  # schedule, (K,), (F_PAD,)
     wv_ptr, ws_ptr, wc_ptr, b_in_ptr,  # (Hd, 2DA, HP), (Hd, F_PAD*DA, HP) x2, (Hd, HP)
     wh_ptr, bh_ptr, rs_ptr, wo_ptr, bo_ptr,  # (Hd, L, HP, HP), (Hd, L, HP), (Hd, L), (Hd, HP, OP), (Hd, OP)
-    samples, D, O,
+    samples, D, O, sample_stride,  # sample_stride: always 0 (see RELOAD)
     L: tl.constexpr, CLEAN_FIRST: tl.constexpr, BLOCK_M: tl.constexpr, DA: tl.constexpr,
     F_PAD: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
+    RELOAD: tl.constexpr,
 ):
     pid = tl.program_id(0)
     head = tl.load(tile_head_ptr + pid)
@@ -147,6 +150,10 @@ def _fused_inr_kernel(
 
     acc = tl.full((BLOCK_M, OP), 0.0, tl.float32)
     for k in range(samples):
+        # RELOAD: offset the weight addresses by k * sample_stride (a runtime 0), so they depend on
+        # the sample and the compiler re-reads them (from L2) each sample instead of holding all of
+        # the head's weights in shared memory across the loop: what lets fp32 at K > 1 fit sm_90.
+        kw = k * sample_stride if RELOAD else 0
         key = tl.load(keys_ptr + k).to(tl.uint32, bitcast=True)
         bits = _hash32(h0 ^ key)
         u = (bits >> 8).to(tl.float32) * (1.0 / 16777216.0)
@@ -160,18 +167,18 @@ def _fused_inr_kernel(
         ang = _reduce_angle(ang)
         sin_e = tl.sin(ang)
         cos_e = tl.cos(ang)
-        x0 = _dot(ident, wv, 0, 0, HP, 2 * DA, HS, PREC)
-        x0 += _dot(sin_e, ws, 0, 0, HP, FD, HS, PREC)
-        x0 += _dot(cos_e, wc, 0, 0, HP, FD, HS, PREC)
+        x0 = _dot(ident, wv + kw, 0, 0, HP, 2 * DA, HS, PREC)
+        x0 += _dot(sin_e, ws + kw, 0, 0, HP, FD, HS, PREC)
+        x0 += _dot(cos_e, wc + kw, 0, 0, HP, FD, HS, PREC)
         x0 = tl.maximum(x0 + b_in0[None, :], 0.0)
         if SPLIT:
-            x1 = _dot(ident, wv, 0, HS, HP, 2 * DA, HS, PREC)
-            x1 += _dot(sin_e, ws, 0, HS, HP, FD, HS, PREC)
-            x1 += _dot(cos_e, wc, 0, HS, HP, FD, HS, PREC)
+            x1 = _dot(ident, wv + kw, 0, HS, HP, 2 * DA, HS, PREC)
+            x1 += _dot(sin_e, ws + kw, 0, HS, HP, FD, HS, PREC)
+            x1 += _dot(cos_e, wc + kw, 0, HS, HP, FD, HS, PREC)
             x1 = tl.maximum(x1 + b_in1[None, :], 0.0)
         for layer in range(L):
             hl = head * L + layer
-            w = wh_ptr + hl * (HP * HP)
+            w = wh_ptr + hl * (HP * HP) + kw
             res = tl.load(rs_ptr + hl)
             y0 = _dot(x0, w, 0, 0, HP, HS, HS, PREC)
             if SPLIT:
@@ -181,9 +188,9 @@ def _fused_inr_kernel(
                 x1 = x1 + res * tl.maximum(y1 + b1[None, :], 0.0)
             b0 = tl.load(bh_ptr + hl * HP + cols)
             x0 = x0 + res * tl.maximum(y0 + b0[None, :], 0.0)
-        acc += _dot(x0, wo, 0, 0, OP, HS, OP, PREC)
+        acc += _dot(x0, wo + kw, 0, 0, OP, HS, OP, PREC)
         if SPLIT:
-            acc += _dot(x1, wo, HS, 0, OP, HS, OP, PREC)
+            acc += _dot(x1, wo + kw, HS, 0, OP, HS, OP, PREC)
 
     # mean_k (z_k + b) = mean_k z_k + b: the bias is added once, after the mean.
     ocols = tl.arange(0, OP)
@@ -284,6 +291,7 @@ class _Launch(NamedTuple):
     block_m: int
     num_warps: int
     num_stages: int
+    reload: bool = False  # re-read the weights every sample (RELOAD): less shared memory, more L2 reads
 
 
 def _launch_candidates(hp: int, max_rows: int) -> list[_Launch]:
@@ -296,14 +304,17 @@ def _launch_candidates(hp: int, max_rows: int) -> list[_Launch]:
     # the weights do not depend on the sample, so the compiler keeps a head's weights in shared
     # memory across the K loop and a second pipeline stage buys nothing but spills.
     if hp <= 64:
-        return [_Launch(64, 4, 1)]  # one warpgroup, 64-row wgmma tiles: no spills in tf32/bf16
-    if hp <= 128:
+        held = [_Launch(64, 4, 1)]  # one warpgroup, 64-row wgmma tiles: no spills in tf32/bf16
+    elif hp <= 128:
         # (128, 128) fp32 activation + accumulator = 128 regs/thread at 8 warps, no spills;
         # tf32 weights take 208 KiB of Hopper's 227 (64 rows: 176 KiB, a few spills).
-        return [_Launch(128, 8, 1), _Launch(64, 4, 1)]
-    # HP = 256: two (64, 128) halves at 8 warps. Fewer rows (32) would leave the tensor cores
-    # (wgmma needs 64 per warpgroup) for the FMA path: per-layer cuBLAS is faster than that.
-    return [_Launch(64, 8, 1)]
+        held = [_Launch(128, 8, 1), _Launch(64, 4, 1)]
+    else:
+        # HP = 256: two (64, 128) halves at 8 warps. Fewer rows (32) would leave the tensor cores
+        # (wgmma needs 64 per warpgroup) for the FMA path: per-layer cuBLAS is faster than that.
+        held = [_Launch(64, 8, 1)]
+    # Then the same shapes re-reading the weights every sample, before giving up on fusion.
+    return held + [launch._replace(reload=True) for launch in held]
 
 
 # Launch shape that compiled, per kernel specialisation and device: failures are not retried.
@@ -372,9 +383,9 @@ def fused_inr_mean(
             _fused_inr_kernel[(len(sched),)](
                 *tensors, out, sched_t[0], sched_t[1], sched_t[2], keys_t, p.freq,
                 p.wv, p.ws, p.wc, p.b_in, p.wh, p.bh, p.rs, p.wo, p.bo,
-                samples, dim, out_dim,
+                samples, dim, out_dim, 0,
                 L=layers, CLEAN_FIRST=clean_first, BLOCK_M=launch.block_m, DA=p.da, F_PAD=p.f_pad,
-                HP=p.hp, OP=p.op, SPLIT=p.hp > 128, PREC=kernel_prec,
+                HP=p.hp, OP=p.op, SPLIT=p.hp > 128, PREC=kernel_prec, RELOAD=launch.reload,
                 num_warps=launch.num_warps, num_stages=launch.num_stages,
             )
         except triton.runtime.OutOfResources as exc:
@@ -402,7 +413,8 @@ def path_taken(hidden: int, precision: str, device: torch.device | str) -> str:
         return "fused" if _interpreting() else "not run"
     if seen[-1] is None:
         return "per-layer (fused does not fit)"
-    return f"fused, BLOCK_M {seen[-1].block_m}, {seen[-1].num_warps} warps"
+    reload = ", weights re-read per sample" if seen[-1].reload else ""
+    return f"fused, BLOCK_M {seen[-1].block_m}, {seen[-1].num_warps} warps{reload}"
 
 
 def _per_layer(args: tuple, precision: str) -> torch.Tensor:

@@ -219,15 +219,16 @@ def test_gpu_precisions_stay_close_to_the_fp32_reference(precision, tolerance, h
 
 
 class _TooBigBelow:
-    """Stands in for the compiled kernel: launches with BLOCK_M < ``limit`` run out of resources."""
+    """Stands in for the compiled kernel: launches with BLOCK_M > ``limit`` run out of resources, and
+    so do all that hold the weights across samples when ``reload_only`` (fp32 at K > 1 on sm_90)."""
 
-    def __init__(self, kernel, limit: int):
-        self.kernel, self.limit, self.tried = kernel, limit, []
+    def __init__(self, kernel, limit: int, reload_only: bool = False):
+        self.kernel, self.limit, self.reload_only, self.tried = kernel, limit, reload_only, []
 
     def __getitem__(self, grid):
         def launch(*args, **meta):
             self.tried.append(meta["BLOCK_M"])
-            if meta["BLOCK_M"] > self.limit:
+            if meta["BLOCK_M"] > self.limit or (self.reload_only and not meta["RELOAD"]):
                 raise fused_inr.triton.runtime.OutOfResources(meta["BLOCK_M"], self.limit, "shared memory")
             return self.kernel[grid](*args, **meta)
 
@@ -250,3 +251,26 @@ def test_launch_that_does_not_fit_tries_smaller_then_per_layer(monkeypatch, capl
     assert ("layer by layer" in caplog.text) is not fused
     path = fused_inr.path_taken(16, "fp32", DEVICE)
     assert path == ("fused, BLOCK_M 32, 4 warps" if fused else "per-layer (fused does not fit)")
+
+
+@pytest.mark.skipif(CUDA, reason="drives the launcher with the interpreted kernel")
+def test_weights_re_read_per_sample_give_the_same_numbers_when_holding_them_does_not_fit(monkeypatch):
+    fake = _TooBigBelow(fused_inr._fused_inr_kernel, 1024, reload_only=True)
+    monkeypatch.setattr(fused_inr, "_fused_inr_kernel", fake)
+    monkeypatch.setattr(fused_inr, "_launch_candidates", lambda hp, rows: [
+        fused_inr._Launch(64, 4, 1), fused_inr._Launch(64, 4, 1, reload=True)])
+    weights = random_weights(3, 5, 4, 24, 2, 9)  # hidden 24 -> HP 32: padded too
+    coords, jitter, scale, offsets = random_table(200, 3)
+    got = fused_inr_mean(coords, jitter, scale, offsets, weights, 4, 5, seed=7)
+    want = inr_mean_reference(coords, jitter, scale, offsets, weights, 4, 5, seed=7)
+    assert (got - want).abs().max() <= 1e-5
+    assert fake.tried == [64, 64]  # held first, then re-read
+    assert fused_inr.path_taken(24, "fp32", DEVICE) == "fused, BLOCK_M 64, 4 warps, weights re-read per sample"
+
+
+def test_every_launch_shape_has_a_re_reading_fallback(monkeypatch):
+    monkeypatch.setattr(fused_inr, "_interpreting", lambda: False)  # the GPU's candidates
+    for hp in (16, 64, 128, 256):
+        held = [c for c in fused_inr._launch_candidates(hp, 1 << 20) if not c.reload]
+        reread = [c for c in fused_inr._launch_candidates(hp, 1 << 20) if c.reload]
+        assert held and [c._replace(reload=False) for c in reread] == held
