@@ -363,7 +363,9 @@ def fused_inr_mean(
         return out
     p = _packed(weights, dim, num_freqs, precision)
     layers = weights.w_hidden.shape[1]
-    spec = (p.da, p.f_pad, p.hp, p.op, layers, clean_first, precision, str(coords.device))
+    # samples == 1 is its own specialisation (Triton folds the K loop away, and with it the weights
+    # held across samples), so a shape that fits at K = 1 says nothing about K > 1 and vice versa.
+    spec = (p.da, p.f_pad, p.hp, p.op, layers, clean_first, precision, str(coords.device), samples == 1)
     max_rows = max(b - a for a, b in itertools.pairwise(head_offsets))
     # (The interpreter's one candidate depends on the row count: nothing to remember there.)
     known = spec in _LAUNCH_OK and not _interpreting()

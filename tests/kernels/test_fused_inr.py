@@ -227,8 +227,9 @@ class _TooBigBelow:
 
     def __getitem__(self, grid):
         def launch(*args, **meta):
-            self.tried.append(meta["BLOCK_M"])
-            if meta["BLOCK_M"] > self.limit or (self.reload_only and not meta["RELOAD"]):
+            self.tried.append(meta["BLOCK_M"] if not meta["RELOAD"] else f"{meta['BLOCK_M']} re-read")
+            samples = args[-4]  # (..., samples, D, O, sample_stride): K = 1 holds no weights across samples
+            if meta["BLOCK_M"] > self.limit or (self.reload_only and samples > 1 and not meta["RELOAD"]):
                 raise fused_inr.triton.runtime.OutOfResources(meta["BLOCK_M"], self.limit, "shared memory")
             return self.kernel[grid](*args, **meta)
 
@@ -264,8 +265,27 @@ def test_weights_re_read_per_sample_give_the_same_numbers_when_holding_them_does
     got = fused_inr_mean(coords, jitter, scale, offsets, weights, 4, 5, seed=7)
     want = inr_mean_reference(coords, jitter, scale, offsets, weights, 4, 5, seed=7)
     assert (got - want).abs().max() <= 1e-5
-    assert fake.tried == [64, 64]  # held first, then re-read
+    assert fake.tried == [64, "64 re-read"]  # held first, then re-read
     assert fused_inr.path_taken(24, "fp32", DEVICE) == "fused, BLOCK_M 64, 4 warps, weights re-read per sample"
+
+
+@pytest.mark.skipif(CUDA, reason="drives the launcher with the interpreted kernel")
+def test_what_fits_at_one_sample_is_remembered_apart_from_several(monkeypatch):
+    # K = 1 is its own specialisation: its held shape must survive a K > 1 call that needs re-reading,
+    # and the reverse, instead of one decision (or a fallback to per-layer) covering both.
+    fake = _TooBigBelow(fused_inr._fused_inr_kernel, 1024, reload_only=True)
+    monkeypatch.setattr(fused_inr, "_fused_inr_kernel", fake)
+    monkeypatch.setattr(fused_inr, "_LAUNCH_OK", {})
+    held, reread = fused_inr._Launch(64, 4, 1), fused_inr._Launch(64, 4, 1, reload=True)
+    monkeypatch.setattr(fused_inr, "_launch_candidates", lambda hp, rows: [held, reread])
+    weights = random_weights(2, 5, 4, 40, 1, 9)
+    coords, jitter, scale, offsets = random_table(120, 2)
+    for k in (1, 3):
+        got = fused_inr_mean(coords, jitter, scale, offsets, weights, 4, k, seed=1)
+        assert (got - inr_mean_reference(coords, jitter, scale, offsets, weights, 4, k, seed=1)).abs().max() <= 1e-5
+    assert fake.tried == [64, 64, "64 re-read"]
+    # One remembered decision per specialisation (a GPU launcher reuses them; the interpreter retries).
+    assert {spec[-1]: launch for spec, launch in fused_inr._LAUNCH_OK.items()} == {True: held, False: reread}
 
 
 def test_every_launch_shape_has_a_re_reading_fallback(monkeypatch):
