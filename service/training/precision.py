@@ -37,7 +37,9 @@ def bf16_is_native(device: torch.device) -> bool:
     runs bf16 on (AVX-512 and up). Elsewhere they are emulated and slower than float32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # torch's own oneDNN probe (private: if a release drops it, fp32 is the safe answer).
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return device.type == "cpu" and probe is not None and bool(probe())
 
 
 def resolve_precision(name: str, device: torch.device, *, resumed: str | None = None) -> str:
