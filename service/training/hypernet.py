@@ -45,10 +45,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from service.archs import FULL_WIDTH, ROLES, ResNet20, inner_widths, tensor_specs
-from service.hypernet import HyperNet, HyperNetConfig, coord_table, scatter
-from service.training.baselines import leading_slice
+from service.hypernet import HyperNet, HyperNetConfig
 from service.training.data import Split, Splits, augment, epoch_order, load_dataset, normalize
+from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
+from service.training.objective import (
+    distillation,
+    full_state,
+    generated_tensors,
+    reconstruction_targets,
+    weighted_mse,
+)
 from service.training.precision import autocast, hardware, prepare_input, resolve_device, resolve_precision
 
 
@@ -129,82 +136,6 @@ def load_splits(cfg: TrainConfig) -> Splits:
     if cfg.data and cfg.data.startswith("synthetic:"):
         return synthetic_splits(int(cfg.data.split(":", 1)[1]), cfg.seed)
     return load_dataset(cfg.dataset, cfg.data)
-
-
-# --- objective ----------------------------------------------------------------------------------
-
-def reconstruction_targets(
-    base: dict[str, torch.Tensor], scope: str, width: int, in_channels: int, num_classes: int
-) -> dict[str, torch.Tensor]:
-    """Targets of the generated tensors at ``width``: leading channel slices of the full model."""
-    specs = tensor_specs(scope, width, in_channels, num_classes)
-    return {s.name: leading_slice(base[s.name], s.shape) for s in specs if s.role}
-
-
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """NeuMeta's magnitude-weighted MSE: mean(omega * (pred - target)^2), omega = |W*|/max|W*|."""
-    mag = target.abs() + 1e-6
-    return ((pred - target).square() * (mag / mag.max())).mean()
-
-
-def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's KD term: T^2 * KL(p_teacher || p_student) at temperature T, batch mean.
-    student, teacher: (B, classes) logits."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
-                    log_target=True) * t * t
-
-
-def generated_tensors(hn: HyperNet, scope: str, width: int, in_channels: int, num_classes: int,
-                      seed: int | None) -> dict[str, torch.Tensor]:
-    """The INR's tensors at ``width``, on the INR's device: one noisy sample (``seed``) or the clean
-    one (None)."""
-    c = hn.config
-    table = coord_table(scope, width, in_channels, num_classes, c.norm, c.noise, str(hn.w_in.device))
-    out = hn(table, samples=1, seed=seed or 0, clean_first=seed is None)
-    return scatter(table, out)
-
-
-def full_state(fixed: dict[str, torch.Tensor], gen: dict[str, torch.Tensor], scope: str, width: int,
-               in_channels: int, num_classes: int) -> dict[str, torch.Tensor]:
-    specs = tensor_specs(scope, width, in_channels, num_classes)
-    return {s.name: gen[s.name] if s.role else fixed[s.name] for s in specs}
-
-
-# --- distributed --------------------------------------------------------------------------------
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """All-reduce every gradient as one flat buffer (mean over ranks)."""
-    if world == 1:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 over a module's parameters (name order, raw float32 bytes)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 # --- the trainer --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.training.hypernet import weights_digest
+from service.training.distributed import weights_digest
 from tests.training.test_hypernet import tiny_base
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,15 +8,9 @@ from safetensors.torch import load_file, save_file
 
 from service.archs import ROLES, ResNet20, fold_batchnorm, tensor_specs
 from service.hypernet import generate, load_checkpoint
-from service.training.hypernet import (
-    TrainConfig,
-    Trainer,
-    distillation,
-    generated_tensors,
-    reconstruction_targets,
-    weighted_mse,
-    weights_digest,
-)
+from service.training.distributed import weights_digest
+from service.training.hypernet import TrainConfig, Trainer
+from service.training.objective import distillation, generated_tensors, reconstruction_targets, weighted_mse
 from service.training.ship import ship
 
 
