@@ -57,7 +57,11 @@ def accuracy(
     device: torch.device | str | None = None,
 ) -> float:
     """Top-1 accuracy (%) of a folded state_dict on the first ``limit`` images of ``split``."""
-    hits = correct_mask(state, split, info, limit, batch_size, device)
+    return percent_correct(correct_mask(state, split, info, limit, batch_size, device))
+
+
+def percent_correct(hits: torch.Tensor) -> float:
+    """Accuracy (%) from a ``correct_mask``."""
     return 100.0 * float(hits.sum()) / max(1, hits.numel())
 
 
@@ -115,13 +119,18 @@ def evaluate(
     key = sorted({w for w in key_widths if lo <= w <= hi})
     ks = sorted({m.default_samples, *extra_samples})
     rows: list[dict[str, Any]] = []
+    generated_hits: dict[int, torch.Tensor] = {}  # width -> full-test correct_mask at the default K
 
     def add(method: str, width: int, state: dict[str, torch.Tensor], **extra: Any) -> None:
         row = {"method": method, "width": width, **extra,
-               "params": param_count(m.scope, width, m.in_channels, m.num_classes),
-               f"acc_subset{subset}": accuracy(state, test, info, limit=subset, device=device)}
-        if width in key:
-            row["acc_test"] = accuracy(state, test, info, device=device)
+               "params": param_count(m.scope, width, m.in_channels, m.num_classes)}
+        if width in key:  # one full-test pass; the subset is its first images
+            hits = correct_mask(state, test, info, device=device)
+            row[f"acc_subset{subset}"], row["acc_test"] = percent_correct(hits[:subset]), percent_correct(hits)
+            if method == "neumeta" and extra["samples"] == m.default_samples:
+                generated_hits[width] = hits
+        else:
+            row[f"acc_subset{subset}"] = accuracy(state, test, info, limit=subset, device=device)
         rows.append(row)
 
     widths = list(range(lo, hi + 1))
@@ -131,7 +140,6 @@ def evaluate(
         if base is not None:
             add("slicing", w, sliced_state(base, m.scope, w, m.in_channels, m.num_classes))
             add("l1_prune", w, l1_pruned_state(base, m.scope, w, m.in_channels, m.num_classes))
-    generated_hits: dict[int, torch.Tensor] = {}
 
     def versus_generated(width: int, hits: torch.Tensor) -> dict[str, Any] | None:
         """Generated (default K) minus ``hits``' network at ``width``, paired over the test set."""
@@ -144,7 +152,7 @@ def evaluate(
 
     def compared(method: str, width: int, state: dict[str, torch.Tensor], **extra: Any) -> dict[str, Any]:
         hits = correct_mask(state, test, info, device=device)
-        return {"method": method, "width": width, **extra, "acc_test": 100.0 * float(hits.sum()) / max(1, len(hits)),
+        return {"method": method, "width": width, **extra, "acc_test": percent_correct(hits),
                 "neumeta_minus_this": versus_generated(width, hits)}
 
     if base is not None:
