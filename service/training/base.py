@@ -122,17 +122,8 @@ class Progress:
         return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
-def _saved_precision(path: Path) -> str | None:
-    """The precision a run in progress was started with (``auto`` keeps it on resume)."""
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)["config"].get("precision")
-
-
-def _resume(cfg: TrainConfig, model: ResNet20, opt: torch.optim.SGD, path: Path) -> Progress:
-    """Load ``last.pt`` into model and optimizer; refuse a changed recipe."""
-    # map to the CPU: load_state_dict copies onto the model's device and the optimizer casts its state
-    state = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors/ints only
+def _resume(cfg: TrainConfig, model: ResNet20, opt: torch.optim.SGD, state: dict, path: Path) -> Progress:
+    """Load ``last.pt``'s ``state`` into model and optimizer; refuse a changed recipe."""
     saved = state["config"]
     changed = [k for k in FROZEN_ON_RESUME if saved.get(k) != asdict(cfg).get(k)]
     if changed:
@@ -148,14 +139,18 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device, resumed=_saved_precision(out / "last.pt")))
+    last = out / "last.pt"
+    # map to the CPU: load_state_dict copies onto the model's device and the optimizer casts its state
+    saved = torch.load(last, map_location="cpu", weights_only=True) if last.exists() else None  # plain tensors
+    resumed = saved["config"].get("precision") if saved else None  # "auto" keeps a resumed run's precision
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device, resumed=resumed))
     splits = splits or load_dataset(cfg.dataset, cfg.data)
     model, opt = _build(cfg, splits, device)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch)
     total_steps = cfg.epochs * steps_per_epoch
     progress = Progress()
-    if (out / "last.pt").exists():
-        progress = _resume(cfg, model, opt, out / "last.pt")
+    if saved is not None:
+        progress = _resume(cfg, model, opt, saved, last)
         print(f"resumed {out / 'last.pt'} at step {progress.step} (epoch {progress.step / steps_per_epoch:.2f})",
               flush=True)
     command = command or shlex.join(["neumeta", *sys.argv[1:]])
