@@ -186,9 +186,8 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
     candidate = Checkpoint(manifest, hn.eval().requires_grad_(False), fixed, sha256="0" * 64)
     lo, hi = ALLOWED[cfg.scope]
     if samples is None:  # measure: does averaging noisy samples help on VAL?
-        k, report = choose_default_samples(candidate, splits, sorted({lo, 16, 32, 64}))
-        manifest = build_manifest(cfg, splits.info, base_meta, summary, k, report, ev)
-        candidate = replace(candidate, manifest=manifest)
+        samples, report = choose_default_samples(candidate, splits, sorted({lo, 16, 32, 64}))
+        candidate = replace(candidate, manifest=manifest.model_copy(update={"default_samples": samples}))
     ablation = block_ablation(candidate, splits, [lo, hi])
     inert = [w for w, f in ablation["changed_predictions"].items() if f < MIN_CHANGED]
     if inert and not allow_inert:
@@ -196,7 +195,7 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
                          f"conv2 weights changes {ablation['changed_predictions']} of VAL predictions), so every "
                          f"width computes the same function; retrain without --train-fixed, or pass --allow-inert")
     summary["block_ablation"] = ablation
-    manifest = build_manifest(cfg, splits.info, base_meta, summary, manifest.default_samples, report, ev)
+    manifest = build_manifest(cfg, splits.info, base_meta, summary, samples, report, ev)
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = save_checkpoint(out, manifest, hn, fixed)
     size = out.stat().st_size
