@@ -68,6 +68,29 @@ class HyperNet(nn.Module):
             self.config.num_freqs, samples=samples, seed=seed, clean_first=clean_first,
         )
 
+    @torch.no_grad()
+    def widened(self, hidden: int, seed: int = 0) -> HyperNet:
+        """A copy with ``hidden`` units per layer that computes exactly the same function (Net2Net's
+        function-preserving growth): the new units get fresh input weights, but nothing flows from them
+        into the old units or the output yet (those weights start at zero), so the generated networks are
+        unchanged and training grows the extra capacity from where this INR stands."""
+        old = self.config.hidden
+        if hidden < old:
+            raise ValueError(f"cannot widen a hidden-{old} INR to {hidden}")
+        with torch.random.fork_rng(devices=[]):  # the new units' init must not move the caller's RNG
+            torch.manual_seed(seed)
+            grown = HyperNet(self.config.model_copy(update={"hidden": hidden}))
+        grown.w_in[:, :, :old] = self.w_in  # (Hd, E, H): new columns keep their fresh init
+        grown.b_in[:, :old] = self.b_in
+        grown.w_hidden[:, :, :old, :old] = self.w_hidden  # (Hd, L, H_in, H_out)
+        grown.w_hidden[:, :, old:, :old] = 0.0  # new units -> old units: off
+        grown.b_hidden[:, :, :old] = self.b_hidden
+        grown.res_scale.copy_(self.res_scale)
+        grown.w_out.zero_()  # (Hd, H, O): only the old units reach the output
+        grown.w_out[:, :old] = self.w_out
+        grown.b_out.copy_(self.b_out)
+        return grown.train(self.training)
+
     def extra_repr(self) -> str:
         c = self.config
         return (

@@ -214,10 +214,13 @@ class Trainer:
         from service.hypernet import load_checkpoint
 
         ckpt = load_checkpoint(path)
-        if ckpt.manifest.inr != self.hn.config or ckpt.manifest.scope.value != self.cfg.scope:
-            raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {ckpt.manifest.inr}; "
-                             f"this run trains a {self.cfg.scope}-scope {self.hn.config}")
-        self.hn.load_state_dict(ckpt.hypernet.state_dict())
+        saved, wanted = ckpt.manifest.inr, self.hn.config
+        # A wider --hidden grows the saved INR (same function, more capacity); any other difference is refused.
+        growable = saved.model_copy(update={"hidden": wanted.hidden}) == wanted and saved.hidden <= wanted.hidden
+        if not growable or ckpt.manifest.scope.value != self.cfg.scope:
+            raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {saved}; "
+                             f"this run trains a {self.cfg.scope}-scope {wanted}")
+        self.hn.load_state_dict(ckpt.hypernet.widened(wanted.hidden, seed=self.cfg.seed).state_dict())
         self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in ckpt.fixed.items()}}
 
     @torch.no_grad()

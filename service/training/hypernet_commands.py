@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "auto: bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
     p.add_argument("--init-from", default=None,
-                   help="continue a shipped checkpoint: its INR weights and fixed layers (--base teaches)")
+                   help="continue a shipped checkpoint: its INR weights and fixed layers (--base teaches); a larger "
+                        "--hidden grows its INR, computing the same function, before training goes on")
     p.add_argument("--train-fixed", action="store_true",
                    help="also fine-tune the non-morphed layers (ours; the paper keeps them at the base's)")
     p.add_argument("--fixed-lr-scale", type=float, default=0.1, help="their learning rate relative to --lr")

@@ -197,10 +197,8 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
     summary["block_ablation"] = ablation
     manifest = build_manifest(cfg, splits.info, base_meta, summary, samples, report, ev)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sha = save_checkpoint(out, manifest, hn, fixed)
+    sha = save_checkpoint(out, manifest, hn, fixed, max_bytes=MAX_BYTES)
     size = out.stat().st_size
-    if size > MAX_BYTES:
-        raise ValueError(f"{out} is {size} bytes, over the {MAX_BYTES} limit: use a smaller INR")
     print(f"wrote {out} ({size / 1e6:.2f} MB) sha256={sha} arch={manifest.arch} K={manifest.default_samples}")
     return sha
 

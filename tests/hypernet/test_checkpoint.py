@@ -9,7 +9,13 @@ import torch
 from safetensors.torch import save as st_save
 
 from service.errors import CheckpointError
-from service.hypernet.checkpoint import MANIFEST_KEY, checkpoint_bytes, load_checkpoint, parse_checkpoint
+from service.hypernet.checkpoint import (
+    MANIFEST_KEY,
+    checkpoint_bytes,
+    load_checkpoint,
+    parse_checkpoint,
+    save_checkpoint,
+)
 from service.hypernet.model import HyperNet
 from tests.factories import tiny_checkpoint, tiny_manifest
 
@@ -23,6 +29,18 @@ def _tensors(ckpt) -> dict[str, torch.Tensor]:
     tensors = {f"inr.{k}": v.clone() for k, v in ckpt.hypernet.state_dict().items()}
     tensors.update({f"fixed.{k}": v.clone() for k, v in ckpt.fixed.items()})
     return tensors
+
+
+def test_a_checkpoint_over_the_size_limit_is_refused_before_anything_is_written(tmp_path, good):
+    size = len(checkpoint_bytes(good.manifest, good.hypernet.state_dict(), good.fixed))
+    folder = tmp_path / "ship"
+    folder.mkdir()
+    out = folder / "big.safetensors"
+    with pytest.raises(ValueError, match=f"{size} bytes, over the {size - 1} limit"):
+        save_checkpoint(out, good.manifest, good.hypernet, good.fixed, max_bytes=size - 1)
+    assert list(folder.iterdir()) == []  # neither the file nor its temp
+    save_checkpoint(out, good.manifest, good.hypernet, good.fixed, max_bytes=size)
+    assert out.stat().st_size == size
 
 
 def test_round_trip(tiny_ckpt_path, good):

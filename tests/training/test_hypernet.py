@@ -199,6 +199,25 @@ def test_a_continued_checkpoint_keeps_its_inr_and_fixed_layers_and_a_new_base_te
     assert "lambda_kd" in shipped.manifest.training["objective"]
 
 
+def test_a_larger_hidden_grows_the_continued_inr_without_changing_what_it_generates(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+    old = tmp_path / "old.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1, allow_inert=True)
+    prior = load_checkpoint(old)
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "grow"), hidden=24, steps=1, warm_steps=0,
+                                  scope="last", init_from=str(old)))
+    assert trainer.hn.config.hidden == 24
+    before = generated_tensors(prior.hypernet, "last", 20, 1, 10, seed=None)
+    after = generated_tensors(trainer.hn, "last", 20, 1, 10, seed=None)
+    assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before)
+    trainer.run()
+    grown = tmp_path / "grown.safetensors"
+    ship(tmp_path / "grow", tmp_path / "base.safetensors", grown, samples=1, threads=1, allow_inert=True)
+    assert load_checkpoint(grown).manifest.inr.hidden == 24
+    with pytest.raises(ValueError, match="this run trains"):  # shrinking would lose what it learned
+        Trainer(tiny_config(tmp_path, out=str(tmp_path / "shrink"), hidden=8, scope="last", init_from=str(old)))
+
+
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
     Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
     old = tmp_path / "old.safetensors"
