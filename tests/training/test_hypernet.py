@@ -278,3 +278,15 @@ def test_the_shipped_checkpoints_generated_blocks_matter(name):
     lo, hi = ckpt.manifest.widths_allowed.min, ckpt.manifest.widths_allowed.max
     changed = block_ablation(ckpt, load_dataset("fashion-mnist"), [lo, hi], limit=300)["changed_predictions"]
     assert min(changed.values()) > 10 * MIN_CHANGED, changed  # measured 0.85-0.91 at 1,000 images
+
+
+def test_ship_without_samples_measures_each_k_on_val_and_records_the_choice(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+    out = tmp_path / "chosen.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", out, threads=1, allow_inert=True)
+    m = load_checkpoint(out).manifest
+    report = m.training["default_samples_selection"]
+    scores = {int(k): v for k, v in report["val_mean_acc_by_K"].items()}
+    assert sorted(scores) == [1, 5] and report["widths"] == [16, 32, 64]
+    # The rule it states: the smallest K within 0.1 pt of the best mean VAL accuracy.
+    assert m.default_samples == min(k for k, s in scores.items() if s >= max(scores.values()) - 0.1)
