@@ -115,13 +115,18 @@ def checkpoint_bytes(
     return st_save(tensors, metadata={MANIFEST_KEY: manifest.model_dump_json()})
 
 
+def check_size(nbytes: int, max_bytes: int | None) -> None:
+    """ValueError when a checkpoint of ``nbytes`` would exceed ``max_bytes`` (None: no limit)."""
+    if max_bytes is not None and nbytes > max_bytes:
+        raise ValueError(f"the checkpoint would be {nbytes} bytes, over the {max_bytes} limit: use a smaller INR")
+
+
 def save_checkpoint(path: str | Path, manifest: Manifest, hypernet: HyperNet, fixed: dict[str, torch.Tensor],
                     max_bytes: int | None = None) -> str:
     """Write atomically (temp file then rename); returns the file's SHA-256. Over ``max_bytes`` nothing
     is written (ValueError), so a refused checkpoint never lies on disk beside the error."""
     data = checkpoint_bytes(manifest, hypernet.state_dict(), fixed)
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ValueError(f"the checkpoint would be {len(data)} bytes, over the {max_bytes} limit: use a smaller INR")
+    check_size(len(data), max_bytes)
     path = Path(path)
     tmp = path.with_name(path.name + ".incomplete")
     tmp.write_bytes(data)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from service.archs import Scope, compression_ratio, folded_model, param_count
 from service.hypernet import Checkpoint, HyperNet, Manifest, generate, load_checkpoint, save_checkpoint
-from service.hypernet.checkpoint import fixed_tensor_shapes
+from service.hypernet.checkpoint import check_size, checkpoint_bytes, fixed_tensor_shapes
 from service.training.data import Splits, normalize
 from service.training.evaluate import accuracy
 from service.training.hypernet import TrainConfig, load_base, load_splits
@@ -182,6 +182,9 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
         summary["fixed_layers"] = "fine-tuned with the INR (--train-fixed), best-by-VAL EMA"
     manifest = build_manifest(cfg, splits.info, base_meta, summary, samples or 1, report, ev)
     fixed = {name: base_state[name] for name in fixed_tensor_shapes(manifest)}
+    # Fail fast: the size is the tensors' (the manifest adds a few kB), so an oversized INR is refused
+    # here rather than after minutes of VAL measurements; save_checkpoint checks the final bytes again.
+    check_size(len(checkpoint_bytes(manifest, hn.state_dict(), fixed)), MAX_BYTES)
     # The checkpoint as the service would load it (its manifest's K matters to the measurements below).
     candidate = Checkpoint(manifest, hn.eval().requires_grad_(False), fixed, sha256="0" * 64)
     lo, hi = ALLOWED[cfg.scope]

@@ -290,3 +290,20 @@ def test_ship_without_samples_measures_each_k_on_val_and_records_the_choice(tmp_
     assert sorted(scores) == [1, 5] and report["widths"] == [16, 32, 64]
     # The rule it states: the smallest K within 0.1 pt of the best mean VAL accuracy.
     assert m.default_samples == min(k for k, s in scores.items() if s >= max(scores.values()) - 0.1)
+
+
+def test_ship_refuses_an_oversized_inr_before_measuring_anything(tmp_path, monkeypatch):
+    import service.training.ship as ship_module
+
+    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+
+    def measured(*_args, **_kwargs):
+        raise AssertionError("VAL measurements ran before the size check")
+
+    monkeypatch.setattr(ship_module, "MAX_BYTES", 10_000)
+    monkeypatch.setattr(ship_module, "choose_default_samples", measured)
+    monkeypatch.setattr(ship_module, "block_ablation", measured)
+    out = tmp_path / "big.safetensors"
+    with pytest.raises(ValueError, match="over the 10000 limit"):
+        ship(tmp_path / "run", tmp_path / "base.safetensors", out, threads=1)
+    assert not out.exists() and not list(tmp_path.glob("big.safetensors*"))
