@@ -1,6 +1,7 @@
 """Train the NeuMeta implicit hypernetwork (INR) against a permuted, folded full-width ResNet20.
 
-One step, at a width w drawn uniformly from the training range (the same w on every rank):
+One step, at a width w drawn uniformly from the training range (the same w on every rank; with
+``--width-sampling sandwich`` the steps cycle the range's min, its max and a uniform draw):
 
     table  = coord_table(scope, w)                        cached, (N, 5)
     gen    = scatter(table, inr(table, 1 noisy sample))   the morphed blocks' tensors
@@ -70,6 +71,7 @@ class TrainConfig:
     warm_steps: int = 200  # reconstruction-only steps (no data)
     batch: int = 128  # per rank
     widths_train: tuple[int, int] = (16, 64)
+    width_sampling: str = "uniform"  # "sandwich": steps cycle min, max, uniform (US-Nets' sandwich rule)
     hidden: int = 128
     layers: int = 3
     freqs: int = 8
@@ -249,6 +251,9 @@ class Trainer:
 
     def width_at(self, step: int) -> int:
         lo, hi = self.cfg.widths_train
+        if self.cfg.width_sampling == "sandwich" and step % 3 < 2:
+            # The extremes bound every width between them (US-Nets); uniform draws give them 2/49 of the steps.
+            return (lo, hi)[step % 3]
         return random.Random(self.cfg.seed * 1_000_003 + step).randint(lo, hi)  # same on every rank
 
     def model(self, width: int) -> ResNet20:

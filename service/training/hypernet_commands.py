@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=128, help="images per step per rank")
     p.add_argument("--widths-train", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="width range sampled per step (default: 16 64)")
+    p.add_argument("--width-sampling", default="uniform", choices=("uniform", "sandwich"),
+                   help="uniform: one width drawn per step; sandwich: steps cycle MIN, MAX, a uniform draw")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--freqs", type=int, default=8)
@@ -87,7 +89,7 @@ def config_from_args(args: argparse.Namespace):
         raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
     return TrainConfig(
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
-        steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi),
+        steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi), width_sampling=args.width_sampling,
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init,
         lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,

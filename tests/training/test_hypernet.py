@@ -307,3 +307,12 @@ def test_ship_refuses_an_oversized_inr_before_measuring_anything(tmp_path, monke
     with pytest.raises(ValueError, match="over the 10000 limit"):
         ship(tmp_path / "run", tmp_path / "base.safetensors", out, threads=1)
     assert not out.exists() and not list(tmp_path.glob("big.safetensors*"))
+
+
+def test_sandwich_sampling_cycles_the_extremes_and_a_uniform_draw(tmp_path):
+    uniform = Trainer(tiny_config(tmp_path, widths_train=(16, 64)))
+    sandwich = Trainer(tiny_config(tmp_path, widths_train=(16, 64), width_sampling="sandwich"))
+    drawn = [sandwich.width_at(s) for s in range(300)]
+    assert drawn[0::3] == [16] * 100 and drawn[1::3] == [64] * 100
+    assert drawn[2::3] == [uniform.width_at(s) for s in range(2, 300, 3)]  # the same seeded draws
+    assert len(set(drawn[2::3])) > 20
