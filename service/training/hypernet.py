@@ -36,20 +36,21 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from service.archs import FULL_WIDTH, ROLES, ResNet20, inner_widths, tensor_specs
-from service.hypernet import HyperNet, HyperNetConfig
-from service.training.data import Split, Splits, augment, epoch_order, load_dataset, normalize
+from service.hypernet import HyperNet
+from service.training.data import augment, epoch_order, normalize
 from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
+from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
 from service.training.objective import (
     distillation,
     full_state,
@@ -58,87 +59,6 @@ from service.training.objective import (
     weighted_mse,
 )
 from service.training.precision import autocast, hardware, prepare_input, resolve_device, resolve_precision
-
-
-@dataclass
-class TrainConfig:
-    base: str
-    out: str
-    scope: str = "all"
-    dataset: str = "fashion-mnist"
-    data: str | None = None  # dataset root; "synthetic:N" = N random images (tests)
-    steps: int = 2000  # task steps, after the warm start
-    warm_steps: int = 200  # reconstruction-only steps (no data)
-    batch: int = 128  # per rank
-    widths_train: tuple[int, int] = (16, 64)
-    width_sampling: str = "uniform"  # "sandwich": steps cycle min, max, uniform (US-Nets' sandwich rule)
-    hidden: int = 128
-    layers: int = 3
-    freqs: int = 8
-    noise: float = 1.0
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    lambda_rec: float = 1.0
-    lambda_norm: float = 1e-4
-    lambda_kd: float = 0.0  # weight of the distillation term (0 = off, the paper)
-    kd_temperature: float = 2.0
-    precision: str = "auto"  # "bf16": ResNet forward under bfloat16 autocast + channels-last; auto: where native
-    device: str = "auto"  # "auto": CUDA when available
-    init_from: str | None = None  # a service checkpoint to continue: its INR weights and fixed layers
-    train_fixed: bool = False  # also fine-tune the non-morphed layers (shipped as the checkpoint's fixed)
-    fixed_lr_scale: float = 0.1  # their learning rate relative to the INR's
-    rec_widths: str = "all"  # "all": slices at every width; "full": only at w = 64 (paper)
-    clip: float = 1.0  # gradient-norm clip
-    ema_decay: float = 0.995
-    zero_init: str = "conv2"  # output layers starting at 0: "conv2" (+ He-scaled conv1), "all", "bias", "none"
-    val_widths: list[int] = field(default_factory=list)  # empty: a default set for the scope
-    val_every: int = 200
-    val_limit: int = 2000  # VAL images per width during training
-    ckpt_every: int = 50
-    max_minutes: float | None = None  # stop early (and save) after this much wall time
-    threads: int = 1
-    seed: int = 0
-    progress: bool = True
-
-    def inr_config(self) -> HyperNetConfig:
-        return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise)
-
-    def default_val_widths(self) -> list[int]:
-        lo = 8 if self.scope == "all" else 16
-        return self.val_widths or sorted({lo, 16, 32, 48, FULL_WIDTH})
-
-
-# --- inputs -------------------------------------------------------------------------------------
-
-def load_base(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Folded full-width state_dict and its metadata: ``sidecar`` (base training: accuracy, recipe,
-    command) and ``permutation`` (TV report), each a dict when the file carries it."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    state = {k: v.float().contiguous() for k, v in load_file(str(path)).items()}
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-    meta = {k: json.loads(raw[k]) for k in ("sidecar", "permutation") if k in raw}
-    return state, meta
-
-
-def synthetic_splits(n: int, seed: int = 0) -> Splits:
-    """Random Fashion-MNIST-shaped data: for tests and DDP checks only."""
-    from service.training.data import FMNIST_INFO
-
-    g = torch.Generator().manual_seed(seed)
-    def split(k: int) -> Split:
-        return Split(torch.randint(0, 256, (k, 1, 28, 28), dtype=torch.uint8, generator=g),
-                     torch.randint(0, 10, (k,), generator=g))
-    return Splits(split(n), split(max(8, n // 4)), split(max(8, n // 4)), FMNIST_INFO)
-
-
-def load_splits(cfg: TrainConfig) -> Splits:
-    if cfg.data and cfg.data.startswith("synthetic:"):
-        return synthetic_splits(int(cfg.data.split(":", 1)[1]), cfg.seed)
-    return load_dataset(cfg.dataset, cfg.data)
-
 
 # --- the trainer --------------------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from service.training.hypernet import TrainConfig
+    from service.training.hypernet_inputs import TrainConfig
 
     base = Path(args.base)
     if not base.is_file():

@@ -30,7 +30,7 @@ from service.hypernet import Checkpoint, HyperNet, Manifest, generate, load_chec
 from service.hypernet.checkpoint import check_size, checkpoint_bytes, fixed_tensor_shapes
 from service.training.data import Splits, normalize
 from service.training.evaluate import accuracy
-from service.training.hypernet import TrainConfig, load_base, load_splits
+from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
 
 ARCH_IDS = {"all": "resnet20", "last": "resnet20-last"}
 ALLOWED = {"all": (8, 64), "last": (16, 64)}

@@ -19,7 +19,7 @@ from service.training.evaluate import (
     table,
     write_outputs,
 )
-from service.training.hypernet import synthetic_splits
+from service.training.hypernet_inputs import synthetic_splits
 from service.training.ship import evaluation_summary
 from tests.factories import tiny_checkpoint
 
