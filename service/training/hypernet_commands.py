@@ -16,27 +16,29 @@ import sys
 from pathlib import Path
 
 from service.errors import InvalidParameter
+from service.training.data import DATASETS
+from service.training.hypernet_inputs import REC_WIDTHS, SCOPES, WIDTH_SAMPLINGS, ZERO_INITS
 from service.training.precision import DEVICES, PRECISIONS, resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="permuted folded full-width model (.safetensors)")
-    p.add_argument("--scope", default="all", choices=("all", "last"), help="which blocks morph")
+    p.add_argument("--scope", default="all", choices=SCOPES, help="which blocks morph")
     p.add_argument("--out", required=True, help="run directory (resumes from its last.pt)")
-    p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10"))
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
     p.add_argument("--steps", type=int, default=2000, help="task steps after the warm start")
     p.add_argument("--warm-steps", type=int, default=200, help="data-free reconstruction-only steps first")
     p.add_argument("--batch", type=int, default=128, help="images per step per rank")
     p.add_argument("--widths-train", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="width range sampled per step (default: 16 64)")
-    p.add_argument("--width-sampling", default="uniform", choices=("uniform", "sandwich"),
+    p.add_argument("--width-sampling", default="uniform", choices=WIDTH_SAMPLINGS,
                    help="uniform: one width drawn per step; sandwich: steps cycle MIN, MAX, a uniform draw")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--freqs", type=int, default=8)
     p.add_argument("--noise", type=float, default=1.0, help="coordinate noise in channels (0 = none)")
-    p.add_argument("--zero-init", default="conv2", choices=("conv2", "all", "bias", "none"),
+    p.add_argument("--zero-init", default="conv2", choices=ZERO_INITS,
                    help="INR heads whose output layer starts at zero (conv2: blocks start as identities, "
                         "conv1 at He scale)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -56,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-fixed", action="store_true",
                    help="also fine-tune the non-morphed layers (ours; the paper keeps them at the base's)")
     p.add_argument("--fixed-lr-scale", type=float, default=0.1, help="their learning rate relative to --lr")
-    p.add_argument("--rec-widths", default="all", choices=("all", "full"),
+    p.add_argument("--rec-widths", default="all", choices=REC_WIDTHS,
                    help="reconstruct channel slices at every width (all) or only the full model (full)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
     p.add_argument("--ema-decay", type=float, default=0.995)
@@ -81,13 +83,7 @@ def config_from_args(args: argparse.Namespace):
         raise InvalidParameter(f"--init-from {args.init_from} does not exist")
     resolve_device(args.device)  # fail before any data is read
     lo, hi = args.widths_train or (16, 64)
-    if not 1 <= lo <= hi <= 64:
-        raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= 64")
-    if args.lambda_kd < 0 or args.kd_temperature <= 0:
-        raise InvalidParameter("--lambda-kd must be >= 0 and --kd-temperature > 0")
-    if args.steps < 0 or args.warm_steps < 0 or args.batch < 1:
-        raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
-    return TrainConfig(
+    return TrainConfig(  # validates the values themselves
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi), width_sampling=args.width_sampling,
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init,

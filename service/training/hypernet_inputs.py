@@ -12,8 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from service.archs import FULL_WIDTH
+from service.errors import InvalidParameter
 from service.hypernet import HyperNetConfig
-from service.training.data import Split, Splits, load_dataset
+from service.training.data import DATASETS, Split, Splits, load_dataset
+from service.training.precision import PRECISIONS
+
+SCOPES = ("all", "last")
+WIDTH_SAMPLINGS = ("uniform", "sandwich")
+ZERO_INITS = ("conv2", "all", "bias", "none")
+REC_WIDTHS = ("all", "full")
 
 
 @dataclass
@@ -55,6 +62,23 @@ class TrainConfig:
     threads: int = 1
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # One home for the rules, so a run built from the CLI, from Python or from a saved
+        # config.json (ship.py) is refused the same way, before any data or weights are read.
+        self.widths_train = tuple(self.widths_train)  # type: ignore[assignment]  # JSON gives a list
+        for name, allowed in (("scope", SCOPES), ("dataset", DATASETS), ("width_sampling", WIDTH_SAMPLINGS),
+                              ("zero_init", ZERO_INITS), ("rec_widths", REC_WIDTHS), ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise InvalidParameter(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of "
+                                       f"{', '.join(allowed)}")
+        lo, hi = self.widths_train
+        if not 1 <= lo <= hi <= FULL_WIDTH:
+            raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
+        if self.lambda_kd < 0 or self.kd_temperature <= 0:
+            raise InvalidParameter("--lambda-kd must be >= 0 and --kd-temperature > 0")
+        if self.steps < 0 or self.warm_steps < 0 or self.batch < 1:
+            raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
 
     def inr_config(self) -> HyperNetConfig:
         return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise)

@@ -49,7 +49,6 @@ def load_run(run: Path) -> tuple[TrainConfig, dict[str, torch.Tensor], dict[str,
         raw["zero_init"] = "all" if raw.pop("zero_init_out") else "none"
     known = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in raw.items() if k in known})
-    cfg.widths_train = tuple(cfg.widths_train)  # type: ignore[assignment]
     weights = run / "best_ema.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} missing: the run has not validated yet")
