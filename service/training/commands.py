@@ -13,7 +13,7 @@ import importlib
 import json
 from pathlib import Path
 
-from service.archs import FULL_WIDTH, inner_widths
+from service.archs import FULL_WIDTH, Scope, inner_widths
 from service.errors import InvalidParameter
 
 # Modules adding subcommands under ``train`` via ``register(train_subparsers)``, in help order.
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(p, default_out=None)
     p.set_defaults(out=None)  # default derived from scope and width
     p.add_argument("--width", type=int, required=True, help="inner width on the stage-3 scale (full = 64)")
-    p.add_argument("--scope", default="all", choices=["all", "last"], help="which blocks take the width")
+    p.add_argument("--scope", default="all", choices=[s.value for s in Scope], help="which blocks take the width")
     p.set_defaults(func=cmd_train_individual)
 
     p = train_subparsers.add_parser("permute", help="reorder a folded model's channels for smoothness")

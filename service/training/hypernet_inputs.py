@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from service.archs import FULL_WIDTH
+from service.archs import FULL_WIDTH, Scope
 from service.errors import InvalidParameter
 from service.hypernet import HyperNetConfig
 from service.training.data import DATASETS, Split, Splits, load_dataset
 from service.training.precision import PRECISIONS
 
-SCOPES = ("all", "last")
+SCOPES = tuple(s.value for s in Scope)
 WIDTH_SAMPLINGS = ("uniform", "sandwich")
 ZERO_INITS = ("conv2", "all", "bias", "none")
 REC_WIDTHS = ("all", "full")
