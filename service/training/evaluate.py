@@ -115,6 +115,8 @@ def evaluate(
 
     m = ckpt.manifest
     info, test = splits.info, splits.test
+    subset = min(subset, len(test))
+    everywhere = subset == len(test)  # the sweep covers the whole test set: every row is a test row
     lo, hi = m.widths_allowed.min, m.widths_allowed.max
     key = sorted({w for w in key_widths if lo <= w <= hi})
     ks = sorted({m.default_samples, *extra_samples})
@@ -124,7 +126,7 @@ def evaluate(
     def add(method: str, width: int, state: dict[str, torch.Tensor], **extra: Any) -> None:
         row = {"method": method, "width": width, **extra,
                "params": param_count(m.scope, width, m.in_channels, m.num_classes)}
-        if width in key:  # one full-test pass; the subset is its first images
+        if width in key or everywhere:  # one full-test pass; the subset is its first images
             hits = correct_mask(state, test, info, device=device)
             row[f"acc_subset{subset}"], row["acc_test"] = percent_correct(hits[:subset]), percent_correct(hits)
             if method == "neumeta" and extra["samples"] == m.default_samples:
@@ -174,7 +176,7 @@ def evaluate(
                                              if r["method"] == "neumeta" and r["samples"] == k})
             for k in ks}
     return {"arch": m.arch, "scope": m.scope.value, "checkpoint": ckpt.short_sha, "dataset": m.dataset,
-            "subset": subset, "key_widths": key, "samples": ks, "default_samples": m.default_samples,
+            "subset": subset, "test_images": len(test), "key_widths": key, "samples": ks, "default_samples": m.default_samples,
             "individual_not_trained": missing, "dips_over_1pt": dips, "rows": rows}
 
 
@@ -184,6 +186,14 @@ def dips_below_neighbours(acc_by_width: dict[int, float], tolerance: float = 1.0
     widths = sorted(acc_by_width)
     return [w for lo, w, hi in zip(widths, widths[1:], widths[2:])
             if acc_by_width[w] < min(acc_by_width[lo], acc_by_width[hi]) - tolerance]
+
+
+def sweep_images(result: dict[str, Any]) -> str:
+    """Which test images the every-width sweep scored, in words (tables written before
+    ``test_images`` was recorded say "first N")."""
+    if result["subset"] >= result.get("test_images", float("inf")):
+        return f"all {result['subset']} test images"
+    return f"first {result['subset']} test images"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -200,7 +210,7 @@ def table(result: dict[str, Any]) -> str:
         by[(name, r["width"])] = r.get("acc_test", r.get(sub, float("nan")))
     widths = sorted({r["width"] for r in result["rows"]})
     lines = [(f"{result['arch']} ({result['scope']}): test accuracy % (full test set at {result['key_widths']}, "
-              f"first {result['subset']} test images elsewhere)"),
+              f"{sweep_images(result)} elsewhere)"),
              "width " + " ".join(f"{m:>14}" for m in methods)]
     for w in widths:
         cells = [f"{by[(m, w)]:14.2f}" if (m, w) in by else f"{'-':>14}" for m in methods]
@@ -244,7 +254,7 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> list[Path]:
                 ax.scatter([r[x_key]], [r["acc_test"]], marker="*", s=120, zorder=5,
                            label=f"{r['method']} w{r['width']}")
         ax.set_xlabel(label)
-        ax.set_ylabel(f"test accuracy % (first {result['subset']} images)")
+        ax.set_ylabel(f"test accuracy % ({sweep_images(result)})")
         ax.set_title(f"{result['arch']} ({result['scope']} scope), {result['dataset']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -130,6 +130,7 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, base):
     assert paired["ci95_pt"][0] <= paired["diff_pt"] <= paired["ci95_pt"][1] and paired["images"] == len(splits.test)
     text = table(result)
     assert "below both neighbours" in text and "not yet trained" in text and "slicing" in text
+    assert "first 8 test images elsewhere" in text
     assert f"neumeta K={k} - individual w62: {paired['diff_pt']:+.2f} pt (95% CI" in text
     # ... and they travel into the shipped manifest's evaluation table.
     summary = evaluation_summary(json.loads(json.dumps(result)), "last", 1, 10)
@@ -138,6 +139,23 @@ def test_evaluate_writes_table_json_and_plots(tmp_path, base):
     paths = write_outputs(result, tmp_path / "out")
     assert all(p.stat().st_size > 0 for p in paths) and {p.suffix for p in paths} == {".json", ".png"}
     assert json.loads(paths[0].read_text())["arch"] == "resnet20-last"
+
+
+def test_a_sweep_over_the_whole_test_set_is_test_rows_at_every_width(tmp_path):
+    ckpt = load_checkpoint(tiny_checkpoint(tmp_path / "c.safetensors", arch="resnet20-last", scope="last",
+                                           widths_allowed={"min": 60, "max": 62}, default_width=62))
+    splits = synthetic_splits(64)
+    n = len(splits.test)
+    result = evaluate(ckpt, splits, None, subset=10 * n, key_widths=(64,), progress=False)
+    assert result["subset"] == result["test_images"] == n  # clamped: there are no more images to score
+    generated = [r for r in result["rows"] if r["method"] == "neumeta"]
+    assert [r["width"] for r in generated] == [60, 61, 62]
+    for r in generated:  # no key width in range, yet every row is a full-test measurement
+        assert r["acc_test"] == r[f"acc_subset{n}"] == pytest.approx(
+            accuracy(generate(ckpt, r["width"], samples=1, backend="torch"), splits.test, splits.info))
+    assert f"all {n} test images elsewhere" in table(result)
+    per_width = evaluation_summary(json.loads(json.dumps(result)), "last", 1, 10)["per_width"]
+    assert {v["measured_on"] for v in per_width.values()} == {"test"}
 
 
 def test_dips_are_widths_more_than_the_tolerance_below_both_neighbours():
