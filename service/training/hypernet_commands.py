@@ -82,7 +82,7 @@ def config_from_args(args: argparse.Namespace):
     if args.init_from and not Path(args.init_from).is_file():
         raise InvalidParameter(f"--init-from {args.init_from} does not exist")
     resolve_device(args.device)  # fail before any data is read
-    lo, hi = args.widths_train or (16, 64)
+    lo, hi = args.widths_train or TrainConfig.widths_train  # the dataclass's default range
     return TrainConfig(  # validates the values themselves
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi), width_sampling=args.width_sampling,

@@ -18,6 +18,9 @@ from service.training.data import DATASETS, Split, Splits, load_dataset
 from service.training.precision import PRECISIONS
 
 SCOPES = tuple(s.value for s in Scope)
+# The widths a shipped checkpoint of each scope serves (below 16, a `last` block is narrower than
+# anything the paper morphs to); validation defaults to their ends, ship.py writes them to the manifest.
+SHIPPED_WIDTHS = {Scope.ALL.value: (8, FULL_WIDTH), Scope.LAST.value: (16, FULL_WIDTH)}
 WIDTH_SAMPLINGS = ("uniform", "sandwich")
 ZERO_INITS = ("conv2", "all", "bias", "none")
 REC_WIDTHS = ("all", "full")
@@ -84,7 +87,7 @@ class TrainConfig:
         return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise)
 
     def default_val_widths(self) -> list[int]:
-        lo = 8 if self.scope == "all" else 16
+        lo = SHIPPED_WIDTHS[self.scope][0]
         return self.val_widths or sorted({lo, 16, 32, 48, FULL_WIDTH})
 
 

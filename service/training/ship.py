@@ -30,10 +30,9 @@ from service.hypernet import Checkpoint, HyperNet, Manifest, generate, load_chec
 from service.hypernet.checkpoint import check_size, checkpoint_bytes, fixed_tensor_shapes
 from service.training.data import Splits, normalize
 from service.training.evaluate import accuracy
-from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
+from service.training.hypernet_inputs import SHIPPED_WIDTHS, TrainConfig, load_base, load_splits
 
 ARCH_IDS = {"all": "resnet20", "last": "resnet20-last"}
-ALLOWED = {"all": (8, 64), "last": (16, 64)}
 HARDWARE = "2-core CPU (shared dev box), torch CPU"  # runs saved before last.pt recorded it
 MAX_BYTES = 20 * 1024 * 1024
 # Least fraction of VAL predictions that must change when the generated conv2 weights are zeroed.
@@ -66,7 +65,7 @@ def load_run(run: Path) -> tuple[TrainConfig, dict[str, torch.Tensor], dict[str,
 
 def build_manifest(cfg: TrainConfig, splits_info: Any, base_meta: dict[str, Any], summary: dict[str, Any],
                    default_samples: int, samples_report: dict[str, Any], evaluation: dict[str, Any]) -> Manifest:
-    lo, hi = ALLOWED[cfg.scope]
+    lo, hi = SHIPPED_WIDTHS[cfg.scope]
     info = splits_info
     return Manifest(
         arch=ARCH_IDS[cfg.scope], scope=Scope(cfg.scope), dataset=info.name, in_channels=info.in_channels,
@@ -186,7 +185,7 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
     check_size(len(checkpoint_bytes(manifest, hn.state_dict(), fixed)), MAX_BYTES)
     # The checkpoint as the service would load it (its manifest's K matters to the measurements below).
     candidate = Checkpoint(manifest, hn.eval().requires_grad_(False), fixed, sha256="0" * 64)
-    lo, hi = ALLOWED[cfg.scope]
+    lo, hi = SHIPPED_WIDTHS[cfg.scope]
     if samples is None:  # measure: does averaging noisy samples help on VAL?
         samples, report = choose_default_samples(candidate, splits, sorted({lo, 16, 32, 64}))
         candidate = replace(candidate, manifest=manifest.model_copy(update={"default_samples": samples}))
