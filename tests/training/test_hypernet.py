@@ -276,8 +276,13 @@ def test_the_shipped_checkpoints_generated_blocks_matter(name):
         pytest.skip("needs the dataset-fashion-mnist package")
     ckpt = load_checkpoint(Path("service/checkpoints") / f"{name}.safetensors")
     lo, hi = ckpt.manifest.widths_allowed.min, ckpt.manifest.widths_allowed.max
-    changed = block_ablation(ckpt, load_dataset("fashion-mnist"), [lo, hi], limit=300)["changed_predictions"]
-    assert min(changed.values()) > 10 * MIN_CHANGED, changed  # measured 0.85-0.91 at 1,000 images
+    report = block_ablation(ckpt, load_dataset("fashion-mnist"), [lo, hi], limit=1000)
+    changed = report["changed_predictions"]
+    assert min(changed.values()) > 3 * MIN_CHANGED, changed  # measured 0.079-0.91; a collapsed block: 0.0
+    # Cutting the whole residual branch costs real accuracy (measured 1.1-1.2 pt for `last`, 76 pt for
+    # `all`; the collapsed H100 run lost 0.13 pt on the test set).
+    worth = {w: report["val_accuracy"][w] - report["val_accuracy_branch_cut"][w] for w in changed}
+    assert min(worth.values()) >= 0.5, worth
 
 
 def test_ship_without_samples_measures_each_k_on_val_and_records_the_choice(tmp_path):
