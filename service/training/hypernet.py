@@ -10,10 +10,6 @@ One step, at a width w drawn uniformly from the training range (the same w on ev
            + lambda_rec  * mean_t mean(omega_t * (gen_t - target_t)^2)   omega = |W*| / max|W*|
            + lambda_norm * sum_t ||gen_t||_F
            + lambda_kd   * T^2 KL(softmax(base(x)/T) || softmax(logits/T))   (--lambda-kd, ours)
-           + lambda_feat * mean_i |block_i(h_i) - h_{i+1}|^2 / |h_{i+1}|^2    (--lambda-feat, ours)
-
-where h_i is the base's input to block i: each morphed block, fed the base's features, learns to
-reproduce the base block's output (blockwise distillation, as in DNA/slimmable training).
 
 The distillation term (off by default; not in the paper) is US-Net's "inplace distillation" with
 the fixed full-width base as teacher: the morphed network learns the base's whole output
@@ -56,8 +52,6 @@ from service.training.distributed import average_gradients, init_distributed, we
 from service.training.evaluate import accuracy
 from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
 from service.training.objective import (
-    block_matching,
-    block_trace,
     distillation,
     full_state,
     generated_tensors,
@@ -218,19 +212,15 @@ class Trainer:
             x = prepare_input(x, cfg.precision)
             with autocast(cfg.precision, self.device):
                 logits = torch.func.functional_call(self.model(w), state, (x,)).float()
-                if cfg.lambda_kd > 0 or cfg.lambda_feat > 0:
+                if cfg.lambda_kd > 0:
                     with torch.no_grad():
-                        trace, teacher = block_trace(self.teacher, x)
-                if cfg.lambda_feat > 0:
-                    parts["feat"] = block_matching(self.model(w), state, trace, cfg.scope)
+                        teacher = self.teacher(x).float()
             parts["ce"] = F.cross_entropy(logits, y)
             parts["acc"] = (logits.argmax(1) == y).float().mean() * 100
             loss = loss + parts["ce"]
             if cfg.lambda_kd > 0:
-                parts["kd"] = distillation(logits.float(), teacher.float(), cfg.kd_temperature)
+                parts["kd"] = distillation(logits, teacher, cfg.kd_temperature)
                 loss = loss + cfg.lambda_kd * parts["kd"]
-            if cfg.lambda_feat > 0:
-                loss = loss + cfg.lambda_feat * parts["feat"]
         return loss, {"width": w, **{k: float(v.detach()) for k, v in parts.items()}}
 
     def train_step(self) -> dict[str, float]:
@@ -321,7 +311,7 @@ class Trainer:
                 clock = torch.tensor([self.wall], dtype=torch.float64, device=self.device)
                 dist.all_reduce(clock, op=dist.ReduceOp.MAX)
                 self.wall = float(clock)
-            for k in ("ce", "acc", "rec", "kd", "feat"):
+            for k in ("ce", "acc", "rec", "kd"):
                 if k in info:
                     running.setdefault(k, []).append(info[k])
             bar.update(1)

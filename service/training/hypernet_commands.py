@@ -48,9 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda-kd", type=float, default=0.0,
                    help="weight of distillation from the base's logits (0 = off, the paper)")
     p.add_argument("--kd-temperature", type=float, default=2.0)
-    p.add_argument("--lambda-feat", type=float, default=0.0,
-                   help="weight of blockwise distillation: each morphed block, fed the base's input to it, "
-                        "matches the base block's output (0 = off)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32); "
                         "auto: bf16 where the hardware runs it natively, else fp32")
@@ -92,7 +89,7 @@ def config_from_args(args: argparse.Namespace):
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init,
         lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
-        lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, lambda_feat=args.lambda_feat, precision=args.precision, device=args.device,
+        lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision, device=args.device,
         init_from=args.init_from, train_fixed=args.train_fixed, fixed_lr_scale=args.fixed_lr_scale,
         rec_widths=args.rec_widths, clip=args.clip,
         ema_decay=args.ema_decay, val_widths=args.val_widths or [], val_every=args.val_every,

@@ -48,7 +48,6 @@ class TrainConfig:
     lambda_norm: float = 1e-4
     lambda_kd: float = 0.0  # weight of the distillation term (0 = off, the paper)
     kd_temperature: float = 2.0
-    lambda_feat: float = 0.0  # weight of blockwise feature matching against the base (0 = off)
     precision: str = "auto"  # "bf16": ResNet forward under bfloat16 autocast + channels-last; auto: where native
     device: str = "auto"  # "auto": CUDA when available
     init_from: str | None = None  # a service checkpoint to continue: its INR weights and fixed layers
@@ -79,8 +78,8 @@ class TrainConfig:
         lo, hi = self.widths_train
         if not 1 <= lo <= hi <= FULL_WIDTH:
             raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
-        if self.lambda_kd < 0 or self.kd_temperature <= 0 or self.lambda_feat < 0:
-            raise InvalidParameter("--lambda-kd and --lambda-feat must be >= 0 and --kd-temperature > 0")
+        if self.lambda_kd < 0 or self.kd_temperature <= 0:
+            raise InvalidParameter("--lambda-kd must be >= 0 and --kd-temperature > 0")
         if self.steps < 0 or self.warm_steps < 0 or self.batch < 1:
             raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from service.archs import ResNet20, block_names, morphed_blocks, tensor_specs
+from service.archs import tensor_specs
 from service.hypernet import HyperNet, coord_table, scatter
 from service.training.baselines import leading_slice
 
@@ -48,31 +48,3 @@ def full_state(fixed: dict[str, torch.Tensor], gen: dict[str, torch.Tensor], sco
                in_channels: int, num_classes: int) -> dict[str, torch.Tensor]:
     specs = tensor_specs(scope, width, in_channels, num_classes)
     return {s.name: gen[s.name] if s.role else fixed[s.name] for s in specs}
-
-
-def block_trace(model: ResNet20, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The input of every residual block and the logits: ([(B, C_i, H_i, W_i)] * 10, (B, classes)).
-    Entry i is block i's input, entry i + 1 its output; the last entry feeds the pooled classifier."""
-    h = F.relu(model.bn1(model.conv1(x)))
-    trace = [h]
-    for name in block_names():
-        h = model.get_submodule(name)(h)
-        trace.append(h)
-    return trace, model.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
-
-
-def block_matching(model: ResNet20, state: dict[str, torch.Tensor], trace: list[torch.Tensor],
-                   scope: str) -> torch.Tensor:
-    """Blockwise distillation (ours): every morphed block of ``model`` (with ``state``'s tensors) is
-    fed the teacher's input to that block and its output is matched to the teacher's output, as a
-    relative squared error, mean over blocks. Each generated block gets its own dense signal,
-    which does not vanish through the other, still untrained, generated blocks."""
-    names = block_names()
-    errors = []
-    for i in morphed_blocks(scope):
-        prefix = names[i] + "."
-        block_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        out = torch.func.functional_call(model.get_submodule(names[i]), block_state, (trace[i],)).float()
-        target = trace[i + 1].float()
-        errors.append((out - target).square().mean() / target.square().mean().clamp_min(1e-8))
-    return torch.stack(errors).mean()
