@@ -137,8 +137,10 @@ class Trainer:
 
         ckpt = load_checkpoint(path)
         saved, wanted = ckpt.manifest.inr, self.hn.config
-        # A wider --hidden grows the saved INR (same function, more capacity); any other difference is refused.
-        growable = saved.model_copy(update={"hidden": wanted.hidden}) == wanted and saved.hidden <= wanted.hidden
+        # A wider --hidden grows the saved INR (same function, more capacity), and --noise may change (it
+        # scales the coordinate jitter, not any weight's shape); any other difference is refused.
+        same = saved.model_copy(update={"hidden": wanted.hidden, "noise": wanted.noise}) == wanted
+        growable = same and saved.hidden <= wanted.hidden
         if not growable or ckpt.manifest.scope.value != self.cfg.scope:
             raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {saved}; "
                              f"this run trains a {self.cfg.scope}-scope {wanted}")

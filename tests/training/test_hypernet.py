@@ -218,6 +218,21 @@ def test_a_larger_hidden_grows_the_continued_inr_without_changing_what_it_genera
         Trainer(tiny_config(tmp_path, out=str(tmp_path / "shrink"), hidden=8, scope="last", init_from=str(old)))
 
 
+def test_a_continued_inr_may_train_with_another_coordinate_noise_but_not_another_shape(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+    old = tmp_path / "old.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1, allow_inert=True)
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "quiet"), noise=0.25, scope="last", init_from=str(old)))
+    assert trainer.hn.config.noise == 0.25
+    assert torch.equal(trainer.hn.w_out, load_checkpoint(old).hypernet.w_out)  # same weights, less jitter
+    trainer.run()
+    quiet = tmp_path / "quiet.safetensors"
+    ship(tmp_path / "quiet", tmp_path / "base.safetensors", quiet, samples=1, threads=1, allow_inert=True)
+    assert load_checkpoint(quiet).manifest.inr.noise == 0.25  # serving samples K > 1 with the trained jitter
+    with pytest.raises(ValueError, match="this run trains"):
+        Trainer(tiny_config(tmp_path, out=str(tmp_path / "deeper"), layers=2, scope="last", init_from=str(old)))
+
+
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
     Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
     old = tmp_path / "old.safetensors"
