@@ -28,11 +28,13 @@ def check_request(ckpt: Checkpoint, width: int, samples: int | None) -> int:
 
 def resolve_samples(ckpt: Checkpoint, requested: int | None, max_samples: int = MAX_SAMPLES) -> int:
     """K to use: the manifest's default when not requested; ``max_samples`` (a service setting,
-    at most ``MAX_SAMPLES``) bounds it."""
+    at most ``MAX_SAMPLES``) bounds it. An INR trained without coordinate noise makes every sample
+    the clean one, so any valid K collapses to 1: the same network at 1/K of the cost, under one
+    cache key, and exactly (not to rounding) the K=1 bytes."""
     k = ckpt.manifest.default_samples if requested is None else requested
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_samples:
         raise InvalidParameter(f"samples must be an integer in 1..{max_samples}, got {requested}")
-    return k
+    return 1 if ckpt.manifest.inr.noise == 0 else k
 
 
 def sample_seed(width: int) -> int:

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
+from kernels.dispatch import evaluate_mean
 from service.archs import tensor_specs
 from service.errors import InvalidParameter, WidthOutOfRange
 from service.hypernet import generate, load_checkpoint
-from service.hypernet.generate import resolve_samples
+from service.hypernet.coords import scatter
+from service.hypernet.generate import resolve_samples, sample_seed, table_for
 from service.hypernet.model import HyperNetConfig
 from tests.factories import tiny_checkpoint
 
@@ -70,12 +72,20 @@ def test_k_mean_with_noise_differs_from_one_clean_sample(ckpt):
     assert torch.equal(one["layer2.0.shortcut.weight"], many["layer2.0.shortcut.weight"])  # fixed
 
 
-def test_k_mean_without_noise_equals_one_sample(tmp_path):
+def test_without_noise_any_k_is_one_sample(tmp_path):
     inr = HyperNetConfig(hidden=16, layers=1, num_freqs=2, noise=0.0)
     quiet = load_checkpoint(tiny_checkpoint(tmp_path / "quiet.safetensors", inr=inr))
+    assert resolve_samples(quiet, 5) == 1 and resolve_samples(quiet, None) == 1
+    with pytest.raises(InvalidParameter, match="got 101"):  # still validated before it collapses
+        resolve_samples(quiet, 101)
     one, many = generate(quiet, 24, samples=1), generate(quiet, 24, samples=5)
-    for name in one:
-        torch.testing.assert_close(one[name], many[name], rtol=0, atol=1e-6)
+    assert all(torch.equal(one[name], many[name]) for name in one)
+    # The collapse is a shortcut, not a different network: a true 5-sample mean is the same to rounding.
+    table = table_for(quiet, 24)
+    mean5 = evaluate_mean("torch", table.coords, table.jitter, table.out_scale, list(table.head_offsets),
+                          quiet.hypernet.weights(), inr.num_freqs, samples=5, seed=sample_seed(24))
+    torch.testing.assert_close(scatter(table, mean5)["layer3.0.conv1.weight"],
+                               one["layer3.0.conv1.weight"], rtol=0, atol=1e-6)
 
 
 def test_resolve_samples_defaults_to_the_manifest_and_honours_a_lower_service_bound(ckpt):
