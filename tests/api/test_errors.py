@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from service import pipeline
+from tests.waiting import wait_until
 
 MODEL = "/model"
 
@@ -51,25 +52,43 @@ def test_internal_error_has_no_traceback_in_the_body(live_service, monkeypatch, 
     assert httpx.get(f"{live_service}{MODEL}", params={"arch": "resnet20", "width": 8}).status_code == 200
 
 
+def gated_render(monkeypatch) -> threading.Event:
+    """Hold every generation until the returned event is set (at most 60 s, so a failing test cannot
+    hang): a test decides when the first one ends instead of racing a fixed sleep."""
+    gate, real = threading.Event(), pipeline.render_model
+
+    def render(*args, **kwargs):
+        gate.wait(timeout=60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "render_model", render)
+    return gate
+
+
 def test_busy_when_workers_and_queue_are_full(make_live_service, monkeypatch):
     service = make_live_service(max_concurrent_generations=1, max_queued_generations=0, retry_after_s=7)
-    slow_render(monkeypatch, 1.5)
-    first: list[httpx.Response] = []
-    t = threading.Thread(target=lambda: first.append(
-        httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 10}, timeout=30)))
-    t.start()
-    deadline = time.monotonic() + 10
-    while service.metric("neumeta_generations_in_flight") < 1:
-        assert time.monotonic() < deadline, "the first generation never started"
-        time.sleep(0.02)
+    gate = gated_render(monkeypatch)
+    responses: dict[str, httpx.Response] = {}
+
+    def fetch(name: str, width: int) -> threading.Thread:
+        def get() -> None:
+            responses[name] = httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": width}, timeout=90)
+        thread = threading.Thread(target=get)
+        thread.start()
+        return thread
+
+    first = fetch("first", 10)
+    wait_until(lambda: service.metric("neumeta_generations_in_flight") == 1, "the first generation starts")
     r = httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 11}, timeout=30)
     assert_error(r, 503, "busy")
     assert r.headers["retry-after"] == "7"
-    # The same width joins the running generation instead of being refused.
-    same = httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 10}, timeout=30)
-    assert same.status_code == 200 and same.headers["x-cache"] == "coalesced"
-    t.join()
-    assert first[0].status_code == 200 and first[0].headers["x-cache"] == "miss"
+    # The same width joins the running generation instead of being refused. The gate stays shut
+    # long enough for the request to arrive (seconds; it needs milliseconds) on a loaded machine.
+    same = fetch("same", 10)
+    threading.Timer(3.0, gate.set).start()
+    first.join(), same.join()
+    assert responses["same"].status_code == 200 and responses["same"].headers["x-cache"] == "coalesced"
+    assert responses["first"].status_code == 200 and responses["first"].headers["x-cache"] == "miss"
 
 
 def test_generation_timeout_is_busy(make_live_service, monkeypatch):

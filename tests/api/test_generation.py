@@ -10,6 +10,7 @@ import pytest
 from service.api.generation import GenerationPool
 from service.errors import Busy
 from service.metrics import Metrics
+from tests.waiting import async_wait_until
 
 
 def gauges(metrics: Metrics) -> tuple[float, float]:
@@ -28,15 +29,15 @@ async def test_full_pool_refuses_and_slots_come_back():
     pool = GenerationPool(1, 1, 5.0, 3, metrics)
     gate = threading.Event()
     running = asyncio.gather(pool.run(gate.wait), pool.run(lambda: "queued"))
-    await asyncio.sleep(0.05)
-    assert pool.admitted == 2 and gauges(metrics) == (1, 1)
+    await async_wait_until(lambda: gauges(metrics) == (1, 1), "one job running, one queued")
+    assert pool.admitted == 2
     with pytest.raises(Busy) as refused:
         await pool.run(lambda: "third")
     assert refused.value.retry_after == 3
     gate.set()
     assert await running == [True, "queued"]
-    await asyncio.sleep(0.01)  # done-callbacks release the slots
-    assert pool.admitted == 0 and gauges(metrics) == (0, 0)
+    await async_wait_until(lambda: pool.admitted == 0, "done-callbacks release the slots")
+    assert gauges(metrics) == (0, 0)
     pool.shutdown()
 
 
@@ -45,13 +46,12 @@ async def test_timeout_is_busy_and_a_queued_job_never_runs():
     pool = GenerationPool(1, 1, 0.1, 1, metrics)
     gate, ran = threading.Event(), []
     first = asyncio.ensure_future(pool.run(gate.wait))
-    await asyncio.sleep(0.02)  # the first job holds the only thread
-    assert gauges(metrics) == (1, 0)
+    await async_wait_until(lambda: gauges(metrics) == (1, 0), "the first job holds the only thread")
     with pytest.raises(Busy, match="did not finish"):
         await pool.run(lambda: ran.append("queued"))  # waits behind the first, then times out
     with pytest.raises(Busy):
         await first
     gate.set()
-    await asyncio.sleep(0.05)
-    assert ran == [] and pool.admitted == 0 and gauges(metrics) == (0, 0)
+    await async_wait_until(lambda: pool.admitted == 0, "the first job's slot comes back")
+    assert ran == [] and gauges(metrics) == (0, 0)
     pool.shutdown()

@@ -18,6 +18,7 @@ import pytest
 from service.api.server import _overrides, register
 from service.settings import Settings
 from tests.fixtures.redis import free_port
+from tests.waiting import DEADLINE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
@@ -60,7 +61,7 @@ def test_serve_runs_a_real_server_and_logs_json(tiny_ckpt_path, tmp_path):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + DEADLINE_S
         while True:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             try:

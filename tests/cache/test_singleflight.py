@@ -60,20 +60,22 @@ async def test_failure_reaches_every_caller_and_is_not_cached():
 
 async def test_cancelled_leader_does_not_cancel_the_work_for_others():
     flights: SingleFlight[int] = SingleFlight()
-    runs = 0
+    runs, release = 0, asyncio.Event()
 
     async def work() -> int:
         nonlocal runs
         runs += 1
-        await asyncio.sleep(0.1)
+        await release.wait()  # the test, not a timer, decides when the work ends
         return 5
 
     leader = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the leader starts the work
     follower = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the follower joins it
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
+    assert "k" in flights  # the leader's cancellation left the work running
+    release.set()
     assert await follower == (5, True)
     assert runs == 1

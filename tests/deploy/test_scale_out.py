@@ -12,6 +12,7 @@ import pytest
 
 from tests.deploy.loaders import ROOT
 from tests.fixtures.redis import free_port
+from tests.waiting import DEADLINE_S
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")]
@@ -36,7 +37,7 @@ def proxy(tmp_path, redis_server, make_live_service):
     proc = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE_S
     while True:
         try:
             httpx.get(f"{url}/nginx-health", timeout=1)
