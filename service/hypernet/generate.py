@@ -42,6 +42,21 @@ def sample_seed(width: int) -> int:
     return 0x5EED0000 + width
 
 
+def generated_tensors(
+    ckpt: Checkpoint, width: int, samples: int, backend: str = "auto",
+    precision: str = DEFAULT_KERNEL_PRECISION,
+) -> dict[str, torch.Tensor]:
+    """The INR's tensors at ``width`` as the mean of exactly ``samples`` evaluations (no request
+    checks, no K collapse: ``generate`` validates first)."""
+    table = table_for(ckpt, width)
+    out = evaluate_mean(
+        resolve_backend(backend), table.coords, table.jitter, table.out_scale,
+        list(table.head_offsets), ckpt.hypernet.weights(), ckpt.manifest.inr.num_freqs,
+        samples=samples, seed=sample_seed(width), precision=precision,
+    )
+    return scatter(table, out)
+
+
 def generate(
     ckpt: Checkpoint,
     width: int,
@@ -51,13 +66,7 @@ def generate(
 ) -> dict[str, torch.Tensor]:
     """Folded state_dict (float32, CPU, state_dict order) of the network at ``width``."""
     k = check_request(ckpt, width, samples)
-    table = table_for(ckpt, width)
-    out = evaluate_mean(
-        resolve_backend(backend), table.coords, table.jitter, table.out_scale,
-        list(table.head_offsets), ckpt.hypernet.weights(), ckpt.manifest.inr.num_freqs,
-        samples=k, seed=sample_seed(width), precision=precision,
-    )
-    generated = scatter(table, out)
+    generated = generated_tensors(ckpt, width, k, backend, precision)
     m = ckpt.manifest
     specs = tensor_specs(m.scope, width, m.in_channels, m.num_classes)
     return {s.name: generated[s.name] if s.role else ckpt.fixed[s.name] for s in specs}
