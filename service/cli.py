@@ -10,6 +10,7 @@ expected failure into one line ``error: <code>: <message>`` on stderr and a non-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import os
@@ -113,21 +114,27 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from service.pipeline import check_dtype, render_model
+    from service.pipeline import check_dtype, render_model, render_weights
 
     out = Path(args.output)
     _check_output(out)
     check_dtype(args.dtype)
     start = time.perf_counter()
     ckpt = _load_for_arch(args.arch, args.checkpoint)
-    blob = render_model(ckpt, args.width, dtype=args.dtype, samples=args.samples, backend=args.backend)
+    if args.format == "safetensors":
+        data = render_weights(ckpt, args.width, dtype=args.dtype, samples=args.samples, backend=args.backend)
+        line = f"format=safetensors width={args.width} dtype={args.dtype}"
+    else:
+        blob = render_model(ckpt, args.width, dtype=args.dtype, samples=args.samples, backend=args.backend)
+        data = blob.data
+        line = (f"params={blob.params} width={blob.width} dtype={blob.dtype} samples={blob.samples} "
+                f"backend={blob.backend}")
     try:
-        write_atomic(out, blob.data)
+        write_atomic(out, data)
     except OSError as exc:  # e.g. root on a read-only or pseudo file system, or a full disk
         raise CommandError("internal", f"cannot write {out}: {exc.strerror or exc}", 1) from None
     seconds = time.perf_counter() - start
-    print(f"wrote {out} bytes={len(blob.data)} sha256={blob.sha256} params={blob.params} width={blob.width} "
-          f"dtype={blob.dtype} samples={blob.samples} backend={blob.backend} seconds={seconds:.2f}")
+    print(f"wrote {out} bytes={len(data)} sha256={hashlib.sha256(data).hexdigest()} {line} seconds={seconds:.2f}")
     return 0
 
 
@@ -148,21 +155,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-# Copies of service.export.DTYPES and kernels.dispatch.BACKENDS (tests keep them equal): importing
-# those modules pulls in torch, and `neumeta --help` should not wait seconds for that.
+# Copies of service.export.DTYPES, kernels.dispatch.BACKENDS and service.pipeline.WEIGHT_FORMATS (tests
+# keep them equal): importing those modules pulls in torch, and `neumeta --help` should not wait seconds
+# for that.
 DTYPE_CHOICES = ("float32", "float16", "int8")
 BACKEND_CHOICES = ("auto", "torch", "triton")
+FORMAT_CHOICES = ("onnx", "safetensors")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("generate", help="generate a network of one width and write it as ONNX")
+    p = subparsers.add_parser("generate", help="generate a network of one width: ONNX, or safetensors weights")
     p.add_argument("--arch", required=True, help="catalog id, e.g. resnet20")
     p.add_argument("--width", required=True, type=int, help="inner width on the stage-3 scale (full = 64)")
     p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="weight storage; IO stays float32")
     p.add_argument("--samples", type=int, default=None, help="K noisy samples to average (default: manifest's)")
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="hypernetwork evaluator")
     p.add_argument("--checkpoint", type=Path, default=None, help="use this checkpoint instead of the catalog")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write (atomically)")
+    p.add_argument("--format", default="onnx", choices=FORMAT_CHOICES,
+                   help="onnx (default), or safetensors: the folded PyTorch state_dict, e.g. a --base "
+                        "(KD teacher) for `neumeta train hypernet`")
+    p.add_argument("-o", "--output", required=True, help="file to write (atomically)")
     p.set_defaults(func=cmd_generate)
 
     p = subparsers.add_parser("archs", help="print the catalog of servable archs as JSON")

@@ -1,14 +1,19 @@
-"""The one place that turns a request (checkpoint, width, dtype, K, backend) into ONNX bytes.
+"""The one place that turns a request (checkpoint, width, dtype, K, backend) into model bytes.
 
 Both the ``neumeta generate`` command and the HTTP service call ``render_model``; it validates,
 generates the folded state_dict, builds the ONNX graph and hashes the result. It is synchronous
-and CPU/GPU bound: the service runs it off the event loop.
+and CPU/GPU bound: the service runs it off the event loop. ``render_weights`` is the same request
+as a safetensors state_dict (``neumeta generate --format safetensors``): for PyTorch users, and as
+a ``--base`` (KD teacher) for ``neumeta train hypernet``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
+
+import torch
 
 from kernels.dispatch import BACKENDS, DEFAULT_KERNEL_PRECISION, resolve_backend
 from service.archs import param_count
@@ -17,7 +22,10 @@ from service.export import DTYPES, GENERATOR_VERSION, build_onnx
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_request, generate
 
-__all__ = ["GENERATOR_VERSION", "ModelBlob", "check_dtype", "render_model"]
+__all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "ModelBlob", "check_dtype", "render_model", "render_weights"]
+
+WEIGHT_FORMATS = ("onnx", "safetensors")
+SAFETENSORS_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # int8 is ONNX's quantization
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,15 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+def _check(ckpt: Checkpoint, width: int, dtype: str, samples: int | None, backend: str) -> tuple[int, str]:
+    """Validate a request before any generation: its resolved K and concrete backend."""
+    k = check_request(ckpt, width, samples)
+    check_dtype(dtype)
+    if backend not in BACKENDS:
+        raise InvalidParameter(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return k, resolve_backend(backend)
+
+
 def render_model(
     ckpt: Checkpoint,
     width: int,
@@ -62,11 +79,7 @@ def render_model(
     Raises ``WidthOutOfRange``/``InvalidParameter`` for a bad request and
     ``kernels.dispatch.BackendUnavailable`` when a forced backend cannot run here.
     """
-    k = check_request(ckpt, width, samples)
-    check_dtype(dtype)
-    if backend not in BACKENDS:
-        raise InvalidParameter(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    concrete = resolve_backend(backend)
+    k, concrete = _check(ckpt, width, dtype, samples, backend)
     state = generate(ckpt, width, samples=k, backend=concrete, precision=precision)
     data = build_onnx(state, ckpt.manifest, width, dtype, ckpt.sha256, k)
     m = ckpt.manifest
@@ -75,3 +88,27 @@ def render_model(
         params=param_count(m.scope, width, m.in_channels, m.num_classes), checkpoint_sha=ckpt.sha256,
         backend=concrete,
     )
+
+
+def render_weights(
+    ckpt: Checkpoint,
+    width: int,
+    dtype: str = "float32",
+    samples: int | None = None,
+    backend: str = "auto",
+    precision: str = DEFAULT_KERNEL_PRECISION,
+) -> bytes:
+    """The network at ``width`` as a safetensors file: the folded state_dict (BN already in the conv
+    biases, the layout ``service.archs.folded_model`` loads), with the request in its metadata."""
+    from safetensors.torch import save
+
+    k, concrete = _check(ckpt, width, dtype, samples, backend)
+    if dtype not in SAFETENSORS_DTYPES:
+        raise InvalidParameter(f"safetensors weights are {' or '.join(SAFETENSORS_DTYPES)}, got {dtype!r} "
+                               f"(int8 is an ONNX quantization: use --format onnx)")
+    state = generate(ckpt, width, samples=k, backend=concrete, precision=precision)
+    m = ckpt.manifest
+    meta = {"arch": m.arch, "scope": m.scope, "width": width, "dtype": dtype, "samples": k,
+            "checkpoint_sha256": ckpt.sha256, "generator_version": GENERATOR_VERSION}
+    return save({name: w.to(SAFETENSORS_DTYPES[dtype]).contiguous() for name, w in state.items()},
+                metadata={"neumeta": json.dumps(meta)})

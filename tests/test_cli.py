@@ -63,6 +63,39 @@ def test_generate_writes_a_model_that_matches_torch(capsys, tiny_ckpt_path, tmp_
     assert [p.name for p in tmp_path.iterdir() if "incomplete" in p.name] == []
 
 
+@pytest.mark.parametrize("dtype,torch_dtype", [("float32", torch.float32), ("float16", torch.float16)])
+def test_generate_safetensors_writes_the_generated_state_dict(capsys, tiny_ckpt_path, tmp_path, dtype, torch_dtype):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from service.training.hypernet_inputs import load_base
+
+    out = tmp_path / "w.safetensors"
+    rc, stdout, err = run(capsys, "generate", "--arch", "resnet20", "--width", 17, "--samples", 2, "--dtype", dtype,
+                          "--format", "safetensors", "--checkpoint", tiny_ckpt_path, "-o", out)
+    assert (rc, err) == (0, "") and "format=safetensors" in stdout
+    ckpt = load_checkpoint(tiny_ckpt_path)
+    expected = generate(ckpt, 17, samples=2)
+    with safe_open(str(out), framework="pt") as f:
+        meta = json.loads(f.metadata()["neumeta"])
+    got = load_file(str(out))
+    assert meta["width"] == 17 and meta["samples"] == 2 and meta["checkpoint_sha256"] == ckpt.sha256
+    assert sorted(got) == sorted(expected)
+    for name, w in expected.items():
+        assert got[name].dtype == torch_dtype and torch.equal(got[name], w.to(torch_dtype)), name
+    # The file is a --base for `neumeta train hypernet` (e.g. a KD teacher generated at full width).
+    state, _ = load_base(out)
+    assert sorted(state) == sorted(expected)
+
+
+def test_generate_safetensors_refuses_int8_before_writing(capsys, tiny_ckpt_path, tmp_path):
+    out = tmp_path / "w.safetensors"
+    rc, _, err = run(capsys, "generate", "--arch", "resnet20", "--width", 8, "--dtype", "int8",
+                     "--format", "safetensors", "--checkpoint", tiny_ckpt_path, "-o", out)
+    assert_one_line_error(rc, err, "invalid_parameter", 2, "use --format onnx")
+    assert list(tmp_path.glob("w.safetensors*")) == [] and not out.exists()
+
+
 def test_generate_uses_the_catalog_without_checkpoint(capsys, tmp_path, monkeypatch):
     path = tiny_checkpoint(tmp_path / "last.safetensors", arch="resnet20-last", scope="last")
     monkeypatch.setenv("NEUMETA_CHECKPOINTS", str(path))
@@ -162,10 +195,11 @@ def test_missing_subcommand_and_required_args(capsys):
 
 def test_cli_choices_follow_the_library():
     from kernels.dispatch import BACKENDS
-    from service.cli import BACKEND_CHOICES, DTYPE_CHOICES
+    from service.cli import BACKEND_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES
     from service.export import DTYPES
+    from service.pipeline import WEIGHT_FORMATS
 
-    assert (DTYPE_CHOICES, BACKEND_CHOICES) == (DTYPES, BACKENDS)
+    assert (DTYPE_CHOICES, BACKEND_CHOICES, FORMAT_CHOICES) == (DTYPES, BACKENDS, WEIGHT_FORMATS)
 
 
 def test_extension_modules_register_subcommands(capsys, monkeypatch):
