@@ -10,7 +10,6 @@ expected failure into one line ``error: <code>: <message>`` on stderr and a non-
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
@@ -114,27 +113,23 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from service.pipeline import check_dtype, render_model, render_weights
+    from service.pipeline import check_dtype, render_model
 
     out = Path(args.output)
     _check_output(out)
     check_dtype(args.dtype)
     start = time.perf_counter()
     ckpt = _load_for_arch(args.arch, args.checkpoint)
-    if args.format == "safetensors":
-        data = render_weights(ckpt, args.width, dtype=args.dtype, samples=args.samples, backend=args.backend)
-        line = f"format=safetensors width={args.width} dtype={args.dtype}"
-    else:
-        blob = render_model(ckpt, args.width, dtype=args.dtype, samples=args.samples, backend=args.backend)
-        data = blob.data
-        line = (f"params={blob.params} width={blob.width} dtype={blob.dtype} samples={blob.samples} "
-                f"backend={blob.backend}")
+    blob = render_model(ckpt, args.width, dtype=args.dtype, samples=args.samples, backend=args.backend,
+                        export_format=args.format)
     try:
-        write_atomic(out, data)
+        write_atomic(out, blob.data)
     except OSError as exc:  # e.g. root on a read-only or pseudo file system, or a full disk
         raise CommandError("internal", f"cannot write {out}: {exc.strerror or exc}", 1) from None
     seconds = time.perf_counter() - start
-    print(f"wrote {out} bytes={len(data)} sha256={hashlib.sha256(data).hexdigest()} {line} seconds={seconds:.2f}")
+    print(f"wrote {out} bytes={len(blob.data)} sha256={blob.sha256} params={blob.params} width={blob.width} "
+          f"dtype={blob.dtype} samples={blob.samples} backend={blob.backend} format={blob.format} "
+          f"seconds={seconds:.2f}")
     return 0
 
 

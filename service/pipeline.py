@@ -1,10 +1,10 @@
-"""The one place that turns a request (checkpoint, width, dtype, K, backend) into model bytes.
+"""The one place that turns a request (checkpoint, width, dtype, K, backend, format) into model bytes.
 
 Both the ``neumeta generate`` command and the HTTP service call ``render_model``; it validates,
-generates the folded state_dict, builds the ONNX graph and hashes the result. It is synchronous
-and CPU/GPU bound: the service runs it off the event loop. ``render_weights`` is the same request
-as a safetensors state_dict (``neumeta generate --format safetensors``): for PyTorch users, and as
-a ``--base`` (KD teacher) for ``neumeta train hypernet``.
+generates the folded state_dict, exports it and hashes the result. It is synchronous and CPU/GPU
+bound: the service runs it off the event loop. The service exports ONNX; ``neumeta generate
+--format safetensors`` asks for the folded state_dict instead: for PyTorch users, and as a
+``--base`` (KD teacher) for ``neumeta train hypernet``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from service.export import DTYPES, GENERATOR_VERSION, build_onnx
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_request, generate
 
-__all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "ModelBlob", "check_dtype", "render_model", "render_weights"]
+__all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "ModelBlob", "check_dtype", "render_model"]
 
 WEIGHT_FORMATS = ("onnx", "safetensors")
 SAFETENSORS_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # int8 is ONNX's quantization
@@ -41,10 +41,11 @@ class ModelBlob:
     params: int
     checkpoint_sha: str
     backend: str  # the concrete backend that generated it ("torch" or "triton"), never "auto"
+    format: str = "onnx"  # one of WEIGHT_FORMATS
 
     @property
     def filename(self) -> str:
-        return f"{self.arch}-w{self.width}-{self.dtype}.onnx"
+        return f"{self.arch}-w{self.width}-{self.dtype}.{self.format}"
 
     def __repr__(self) -> str:  # the default would print the whole blob
         return (f"ModelBlob({self.filename}, {len(self.data)} bytes, sha256={self.sha256[:12]}, "
@@ -57,15 +58,6 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def _check(ckpt: Checkpoint, width: int, dtype: str, samples: int | None, backend: str) -> tuple[int, str]:
-    """Validate a request before any generation: its resolved K and concrete backend."""
-    k = check_request(ckpt, width, samples)
-    check_dtype(dtype)
-    if backend not in BACKENDS:
-        raise InvalidParameter(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return k, resolve_backend(backend)
-
-
 def render_model(
     ckpt: Checkpoint,
     width: int,
@@ -73,40 +65,41 @@ def render_model(
     samples: int | None = None,
     backend: str = "auto",
     precision: str = DEFAULT_KERNEL_PRECISION,
+    export_format: str = "onnx",
 ) -> ModelBlob:
     """Generate the network at ``width`` and export it; raises the service's typed errors.
 
     Raises ``WidthOutOfRange``/``InvalidParameter`` for a bad request and
     ``kernels.dispatch.BackendUnavailable`` when a forced backend cannot run here.
     """
-    k, concrete = _check(ckpt, width, dtype, samples, backend)
+    k = check_request(ckpt, width, samples)
+    check_dtype(dtype)
+    if backend not in BACKENDS:
+        raise InvalidParameter(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if export_format not in WEIGHT_FORMATS:
+        raise InvalidParameter(f"format must be one of {', '.join(WEIGHT_FORMATS)}, got {export_format!r}")
+    if export_format == "safetensors" and dtype not in SAFETENSORS_DTYPES:
+        raise InvalidParameter(f"safetensors weights are {' or '.join(SAFETENSORS_DTYPES)}, got {dtype!r} "
+                               f"(int8 is an ONNX quantization: use --format onnx)")
+    concrete = resolve_backend(backend)
     state = generate(ckpt, width, samples=k, backend=concrete, precision=precision)
-    data = build_onnx(state, ckpt.manifest, width, dtype, ckpt.sha256, k)
+    if export_format == "onnx":
+        data = build_onnx(state, ckpt.manifest, width, dtype, ckpt.sha256, k)
+    else:
+        data = safetensors_bytes(state, ckpt, width, dtype, k)
     m = ckpt.manifest
     return ModelBlob(
         data=data, sha256=hashlib.sha256(data).hexdigest(), arch=m.arch, width=width, dtype=dtype, samples=k,
         params=param_count(m.scope, width, m.in_channels, m.num_classes), checkpoint_sha=ckpt.sha256,
-        backend=concrete,
+        backend=concrete, format=export_format,
     )
 
 
-def render_weights(
-    ckpt: Checkpoint,
-    width: int,
-    dtype: str = "float32",
-    samples: int | None = None,
-    backend: str = "auto",
-    precision: str = DEFAULT_KERNEL_PRECISION,
-) -> bytes:
-    """The network at ``width`` as a safetensors file: the folded state_dict (BN already in the conv
-    biases, the layout ``service.archs.folded_model`` loads), with the request in its metadata."""
+def safetensors_bytes(state: dict[str, torch.Tensor], ckpt: Checkpoint, width: int, dtype: str, k: int) -> bytes:
+    """The folded state_dict (BN already in the conv biases, the layout ``service.archs.folded_model``
+    loads) as a safetensors file, with the request in its metadata."""
     from safetensors.torch import save
 
-    k, concrete = _check(ckpt, width, dtype, samples, backend)
-    if dtype not in SAFETENSORS_DTYPES:
-        raise InvalidParameter(f"safetensors weights are {' or '.join(SAFETENSORS_DTYPES)}, got {dtype!r} "
-                               f"(int8 is an ONNX quantization: use --format onnx)")
-    state = generate(ckpt, width, samples=k, backend=concrete, precision=precision)
     m = ckpt.manifest
     meta = {"arch": m.arch, "scope": m.scope, "width": width, "dtype": dtype, "samples": k,
             "checkpoint_sha256": ckpt.sha256, "generator_version": GENERATOR_VERSION}
