@@ -46,6 +46,11 @@ class CoordTable:
     slots: tuple[Slot, ...]
 
     @property
+    def slot_offsets(self) -> tuple[int, ...]:
+        """Row boundaries of every generated tensor, in table order: the heads of a per-block INR."""
+        return (0, *(s.stop for s in self.slots))
+
+    @property
     def rows(self) -> int:
         return self.coords.shape[0]
 

@@ -24,6 +24,9 @@ class HyperNetConfig(BaseModel):
     num_freqs: int = Field(8, ge=0, le=11, description="2^0..2^(F-1); float32 resolves up to ~2^10")
     out_dim: int = Field(9, ge=1, description="k*k values per (out, in) channel pair")
     heads: int = Field(len(ROLES), ge=1)
+    head_per_block: bool = Field(
+        False, description="one head per generated tensor (role x block) instead of one per role shared "
+                           "by the blocks: more parameters, the same work per row")
     norm: float = Field(64.0, gt=0, description="divisor of the tensor-size features")
     noise: float = Field(1.0, ge=0, description="coordinate noise, in channels")
     residual_init: float = 0.1
@@ -54,6 +57,16 @@ class HyperNet(nn.Module):
         self.w_out = _uniform((hd, h, c.out_dim), h)
         self.b_out = _uniform((hd, c.out_dim), h)
 
+    def head_offsets(self, table: CoordTable) -> list[int]:
+        """Row boundaries of this INR's heads over ``table`` (per role, or per generated tensor)."""
+        return list(table.slot_offsets if self.config.head_per_block else table.head_offsets)
+
+    def role_heads(self, role: str) -> list[int]:
+        """Indices of the heads that generate ``role`` (one, or one per block, in block order)."""
+        per_role = self.config.heads // len(ROLES)
+        first = ROLES.index(role) * per_role
+        return list(range(first, first + per_role))
+
     def weights(self) -> INRWeights:
         return INRWeights(
             self.w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out
@@ -64,7 +77,7 @@ class HyperNet(nn.Module):
     ) -> torch.Tensor:
         """Mean of ``samples`` evaluations over the table: (N, out_dim)."""
         return inr_mean_reference(
-            table.coords, table.jitter, table.out_scale, list(table.head_offsets), self.weights(),
+            table.coords, table.jitter, table.out_scale, self.head_offsets(table), self.weights(),
             self.config.num_freqs, samples=samples, seed=seed, clean_first=clean_first,
         )
 
@@ -91,9 +104,22 @@ class HyperNet(nn.Module):
         grown.b_out.copy_(self.b_out)
         return grown.train(self.training)
 
+    @torch.no_grad()
+    def split_per_block(self, blocks: int) -> HyperNet:
+        """A copy with one head per (role, block) that computes exactly the same function: every
+        block starts from its role's shared head, and training lets the blocks' heads part. Rows are
+        grouped by role, then block, so role r's block b is head r * blocks + b."""
+        if self.config.head_per_block:
+            raise ValueError("this INR already has a head per block")
+        split = HyperNet(self.config.model_copy(update={"heads": self.config.heads * blocks,
+                                                        "head_per_block": True}))
+        for name, param in self.named_parameters():
+            getattr(split, name).copy_(param.repeat_interleave(blocks, dim=0))
+        return split.train(self.training)
+
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"heads={c.heads}, hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
+            f"heads={c.heads}{' (per block)' if c.head_per_block else ''}, hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
             f"out_dim={c.out_dim}, params={sum(p.numel() for p in self.parameters()):,}"
         )

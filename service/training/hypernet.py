@@ -94,7 +94,7 @@ class Trainer:
             # through a zero conv2, conv2 none from a zero conv1 (measured: CE flat at 2.29).
             zero = {"all": ROLES, "bias": ("conv1.bias", "conv2.bias"),
                     "conv2": ("conv1.bias", "conv2.weight", "conv2.bias")}[cfg.zero_init]
-            heads = [ROLES.index(role) for role in zero]
+            heads = [h for role in zero for h in self.hn.role_heads(role)]
             with torch.no_grad():
                 self.hn.w_out[heads] = 0.0
                 self.hn.b_out[heads] = 0.0
@@ -137,14 +137,20 @@ class Trainer:
 
         ckpt = load_checkpoint(path)
         saved, wanted = ckpt.manifest.inr, self.hn.config
-        # A wider --hidden grows the saved INR (same function, more capacity), and --noise may change (it
-        # scales the coordinate jitter, not any weight's shape); any other difference is refused.
-        same = saved.model_copy(update={"hidden": wanted.hidden, "noise": wanted.noise}) == wanted
-        growable = same and saved.hidden <= wanted.hidden
-        if not growable or ckpt.manifest.scope.value != self.cfg.scope:
+        # A wider --hidden grows the saved INR and --head-per-block splits its role heads (both keep the same
+        # function, with more capacity); --noise may change (it scales the coordinate jitter, not any
+        # weight's shape). Any other difference is refused.
+        split = wanted.head_per_block and not saved.head_per_block
+        grown = saved.model_copy(update={"hidden": wanted.hidden, "noise": wanted.noise})
+        if split:
+            grown = grown.model_copy(update={"heads": wanted.heads, "head_per_block": True})
+        if grown != wanted or saved.hidden > wanted.hidden or ckpt.manifest.scope.value != self.cfg.scope:
             raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {saved}; "
                              f"this run trains a {self.cfg.scope}-scope {wanted}")
-        self.hn.load_state_dict(ckpt.hypernet.widened(wanted.hidden, seed=self.cfg.seed).state_dict())
+        hn = ckpt.hypernet.widened(wanted.hidden, seed=self.cfg.seed)
+        if split:
+            hn = hn.split_per_block(wanted.heads // saved.heads)
+        self.hn.load_state_dict(hn.state_dict())
         self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in ckpt.fixed.items()}}
 
     @torch.no_grad()
@@ -152,10 +158,10 @@ class Trainer:
         """Rescale the conv1-weight head so its full-width tensors start at std sqrt(2 / fan_in)."""
         gen = generated_tensors(self.hn, self.cfg.scope, FULL_WIDTH, self.in_ch, self.n_cls, seed=None)
         ratios = [(2.0 / t[0].numel()) ** 0.5 / float(t.std()) for k, t in gen.items() if k.endswith("conv1.weight")]
-        h = ROLES.index("conv1.weight")
+        heads = self.hn.role_heads("conv1.weight")
         scale = sum(ratios) / len(ratios)
-        self.hn.w_out[h] *= scale
-        self.hn.b_out[h] *= scale
+        self.hn.w_out[heads] *= scale
+        self.hn.b_out[heads] *= scale
 
     @property
     def total_steps(self) -> int:

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--freqs", type=int, default=8)
+    p.add_argument("--head-per-block", action="store_true",
+                   help="one INR head per generated tensor (role x block) instead of per role: more parameters, "
+                        "the same work per step; with --init-from a per-role INR, each block starts from its role's head")
     p.add_argument("--noise", type=float, default=1.0, help="coordinate noise in channels (0 = none)")
     p.add_argument("--zero-init", default="conv2", choices=ZERO_INITS,
                    help="INR heads whose output layer starts at zero (conv2: blocks start as identities, "
@@ -86,7 +89,8 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(  # validates the values themselves
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi), width_sampling=args.width_sampling,
-        hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise, zero_init=args.zero_init,
+        hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise,
+        head_per_block=args.head_per_block, zero_init=args.zero_init,
         lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
         lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision, device=args.device,

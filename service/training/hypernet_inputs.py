@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from service.archs import FULL_WIDTH, Scope
+from service.archs import FULL_WIDTH, ROLES, Scope, morphed_blocks
 from service.errors import InvalidParameter
 from service.hypernet import HyperNetConfig
 from service.training.data import DATASETS, Split, Splits, load_dataset
@@ -42,6 +42,7 @@ class TrainConfig:
     layers: int = 3
     freqs: int = 8
     noise: float = 1.0
+    head_per_block: bool = False
     lr: float = 1e-3
     weight_decay: float = 1e-2
     lambda_rec: float = 1.0
@@ -84,7 +85,9 @@ class TrainConfig:
             raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
 
     def inr_config(self) -> HyperNetConfig:
-        return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise)
+        per_role = len(morphed_blocks(self.scope)) if self.head_per_block else 1
+        return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
+                              heads=len(ROLES) * per_role, head_per_block=self.head_per_block)
 
     def default_val_widths(self) -> list[int]:
         lo = SHIPPED_WIDTHS[self.scope][0]

@@ -92,6 +92,14 @@ def test_invalid_manifest_field(good, field, value, where):
         parse_checkpoint(data)
 
 
+def test_a_head_count_that_does_not_match_the_scope_is_refused(good):
+    raw = json.loads(good.manifest.model_dump_json())
+    raw["inr"]["head_per_block"] = True  # an all-scope INR with a head per block needs 36 heads, not 4
+    data = st_save(_tensors(good), metadata={MANIFEST_KEY: json.dumps(raw)})
+    with pytest.raises(CheckpointError, match="invalid manifest.*has 36"):
+        parse_checkpoint(data)
+
+
 def test_manifest_not_json(good):
     data = st_save(_tensors(good), metadata={MANIFEST_KEY: "{not json"})
     with pytest.raises(CheckpointError, match="invalid manifest"):

@@ -1,4 +1,5 @@
-"""HyperNet.widened: growing the INR keeps every generated weight and leaves the new units trainable."""
+"""Growing the INR (HyperNet.widened: more hidden units; split_per_block: a head per generated tensor)
+keeps every generated weight and leaves the new capacity trainable."""
 
 import pytest
 import torch
@@ -50,3 +51,29 @@ def test_same_width_is_a_copy_and_narrower_is_refused(small):
     assert all(torch.equal(x, y) for x, y in zip(same.parameters(), small.parameters(), strict=True))
     with pytest.raises(ValueError, match="cannot widen"):
         small.widened(4)
+
+
+def test_splitting_heads_per_block_keeps_every_generated_weight(small):
+    split = small.split_per_block(9)
+    assert split.config.heads == 36 and split.config.head_per_block and split.w_in.shape[0] == 36
+    for width in (8, 37):
+        t = table(width)
+        assert len(split.head_offsets(t)) == 37  # one head per generated tensor of the nine blocks
+        for samples in (1, 3):
+            assert torch.allclose(split(t, samples=samples, seed=5), small(t, samples=samples, seed=5), atol=1e-6)
+
+
+def test_each_blocks_head_learns_only_from_its_own_tensor(small):
+    split = small.split_per_block(9)
+    t = table(16)
+    slot = next(s for s in t.slots if s.name == "layer2.1.conv2.weight")
+    split(t)[slot.start:slot.stop].square().sum().backward()
+    touched = [h for h in range(36) if split.w_out.grad[h].abs().sum() > 0]
+    # conv2.weight is role 2; layer2.1 is block 4 of 9, so head 2 * 9 + 4.
+    assert touched == [2 * 9 + 4] and split.role_heads("conv2.weight") == list(range(18, 27))
+    assert small.role_heads("conv2.weight") == [2]
+
+
+def test_a_per_block_inr_is_not_split_again(small):
+    with pytest.raises(ValueError, match="already has a head per block"):
+        small.split_per_block(9).split_per_block(9)

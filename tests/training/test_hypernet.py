@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from service.archs import ROLES, ResNet20, fold_batchnorm, tensor_specs
+from service.archs import ResNet20, fold_batchnorm, tensor_specs
 from service.hypernet import generate, load_checkpoint
 from service.training.distributed import weights_digest
 from service.training.hypernet import TrainConfig, Trainer
@@ -52,8 +52,10 @@ def test_generated_blocks_can_start_at_zero_so_the_output_layer_learns_first(tmp
     assert trainer.hn.w_out.grad.abs().sum() > 0 and torch.isfinite(trainer.hn.w_out.grad).all()
 
 
-def test_default_init_starts_blocks_as_identities_with_he_scaled_conv1(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, warm_steps=0))
+@pytest.mark.parametrize("per_block", [False, True], ids=["head-per-role", "head-per-block"])
+def test_default_init_starts_blocks_as_identities_with_he_scaled_conv1(tmp_path, per_block):
+    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, head_per_block=per_block))
+    assert trainer.hn.config.heads == (36 if per_block else 4)
     gen = generated_tensors(trainer.hn, "all", 64, 1, 10, seed=None)
     for name, t in gen.items():
         if name.endswith(("conv2.weight", "conv2.bias", "conv1.bias")):
@@ -62,7 +64,7 @@ def test_default_init_starts_blocks_as_identities_with_he_scaled_conv1(tmp_path)
     assert 0.5 < sum(stds) / len(stds) < 2.0  # He scale on average over the blocks
     loss, _ = trainer.loss(0)
     loss.backward()  # not a saddle: conv2's head gets gradient at step 0
-    assert trainer.hn.w_out.grad[ROLES.index("conv2.weight")].abs().sum() > 0
+    assert all(trainer.hn.w_out.grad[h].abs().sum() > 0 for h in trainer.hn.role_heads("conv2.weight"))
 
 
 def test_a_task_step_gives_finite_nonzero_grads_for_every_inr_parameter(tmp_path):
@@ -235,6 +237,30 @@ def test_a_continued_inr_may_train_with_another_coordinate_noise_but_not_another
     assert load_checkpoint(quiet).manifest.inr.noise == 0.25  # serving samples K > 1 with the trained jitter
     with pytest.raises(ValueError, match="this run trains"):
         Trainer(tiny_config(tmp_path, out=str(tmp_path / "deeper"), layers=2, scope="last", init_from=str(old)))
+
+
+def test_head_per_block_splits_a_continued_inr_without_changing_what_it_generates(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0)).run()
+    old = tmp_path / "old.safetensors"
+    ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1, allow_inert=True)
+    prior = load_checkpoint(old)
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "split"), head_per_block=True, steps=2,
+                                  warm_steps=0, init_from=str(old)))
+    assert trainer.hn.config.heads == 36
+    before = generated_tensors(prior.hypernet, "all", 24, 1, 10, seed=None)
+    after = generated_tensors(trainer.hn, "all", 24, 1, 10, seed=None)
+    assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before)
+    trainer.run()
+    new = tmp_path / "split.safetensors"
+    ship(tmp_path / "split", tmp_path / "base.safetensors", new, samples=1, threads=1, allow_inert=True)
+    shipped = load_checkpoint(new)
+    assert (shipped.manifest.inr.heads, shipped.manifest.inr.head_per_block) == (36, True)
+    # Trained apart: two blocks' conv1 heads, identical copies at the split, now differ.
+    first, second = shipped.hypernet.role_heads("conv1.weight")[:2]
+    assert not torch.equal(shipped.hypernet.w_out[first], shipped.hypernet.w_out[second])
+    assert generate(shipped, 24)["layer3.2.conv1.weight"].shape == (24, 64, 3, 3)
+    with pytest.raises(ValueError, match="this run trains"):  # a per-block INR does not merge back
+        Trainer(tiny_config(tmp_path, out=str(tmp_path / "merge"), init_from=str(new)))
 
 
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
