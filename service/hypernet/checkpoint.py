@@ -19,9 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from service.archs import ROLES, Scope, morphed_blocks, tensor_specs
+from service.archs import Scope, tensor_specs
 from service.errors import CheckpointError
-from service.hypernet.model import HyperNet, HyperNetConfig
+from service.hypernet.model import HyperNet, HyperNetConfig, head_count
 
 MANIFEST_KEY = "neumeta.manifest"
 FORMAT_VERSION = 1
@@ -84,7 +84,7 @@ class Manifest(BaseModel):
             raise ValueError(f"default_width {self.default_width} outside the allowed range")
         if len(self.preprocess.mean) != self.in_channels or len(self.preprocess.std) != self.in_channels:
             raise ValueError("preprocess mean/std need one value per input channel")
-        heads = len(ROLES) * (len(morphed_blocks(self.scope)) if self.inr.head_per_block else 1)
+        heads = head_count(self.scope, self.inr.head_per_block)
         if self.inr.heads != heads:
             raise ValueError(f"inr.heads is {self.inr.heads}; a {self.scope.value}-scope INR with "
                              f"head_per_block={self.inr.head_per_block} has {heads}")

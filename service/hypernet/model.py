@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from kernels.reference import INRWeights, inr_mean_reference
-from service.archs import ROLES
+from service.archs import ROLES, Scope, morphed_blocks
 from service.hypernet.coords import COORD_DIM, CoordTable
 
 
@@ -34,6 +34,11 @@ class HyperNetConfig(BaseModel):
     @property
     def encoded_dim(self) -> int:
         return self.coord_dim * (1 + 2 * self.num_freqs)
+
+
+def head_count(scope: Scope | str, head_per_block: bool) -> int:
+    """Heads of an INR over ``scope``: one per role, or one per generated tensor (role x morphed block)."""
+    return len(ROLES) * (len(morphed_blocks(scope)) if head_per_block else 1)
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:

@@ -141,9 +141,10 @@ class Trainer:
         # function, with more capacity); --noise may change (it scales the coordinate jitter, not any
         # weight's shape). Any other difference is refused.
         split = wanted.head_per_block and not saved.head_per_block
-        grown = saved.model_copy(update={"hidden": wanted.hidden, "noise": wanted.noise})
+        update = {"hidden": wanted.hidden, "noise": wanted.noise}
         if split:
-            grown = grown.model_copy(update={"heads": wanted.heads, "head_per_block": True})
+            update |= {"heads": wanted.heads, "head_per_block": True}
+        grown = saved.model_copy(update=update)
         if grown != wanted or saved.hidden > wanted.hidden or ckpt.manifest.scope.value != self.cfg.scope:
             raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {saved}; "
                              f"this run trains a {self.cfg.scope}-scope {wanted}")

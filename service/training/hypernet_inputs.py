@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from service.archs import FULL_WIDTH, ROLES, Scope, morphed_blocks
+from service.archs import FULL_WIDTH, Scope
 from service.errors import InvalidParameter
 from service.hypernet import HyperNetConfig
+from service.hypernet.model import head_count
 from service.training.data import DATASETS, Split, Splits, load_dataset
 from service.training.precision import PRECISIONS
 
@@ -85,9 +86,8 @@ class TrainConfig:
             raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
 
     def inr_config(self) -> HyperNetConfig:
-        per_role = len(morphed_blocks(self.scope)) if self.head_per_block else 1
         return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
-                              heads=len(ROLES) * per_role, head_per_block=self.head_per_block)
+                              heads=head_count(self.scope, self.head_per_block), head_per_block=self.head_per_block)
 
     def default_val_widths(self) -> list[int]:
         lo = SHIPPED_WIDTHS[self.scope][0]

@@ -201,16 +201,16 @@ def test_a_continued_checkpoint_keeps_its_inr_and_fixed_layers_and_a_new_base_te
     assert "lambda_kd" in shipped.manifest.training["objective"]
 
 
-def shipped_tiny_last(tmp_path):
-    """A one-step `last` run shipped as a checkpoint to continue from: its path."""
-    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+def shipped_tiny(tmp_path, scope: str = "last"):
+    """A one-step run of ``scope`` shipped as a checkpoint to continue from: its path."""
+    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope=scope)).run()
     old = tmp_path / "old.safetensors"
     ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1, allow_inert=True)
     return old
 
 
 def test_a_larger_hidden_grows_the_continued_inr_without_changing_what_it_generates(tmp_path):
-    old = shipped_tiny_last(tmp_path)
+    old = shipped_tiny(tmp_path)
     prior = load_checkpoint(old)
     trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "grow"), hidden=24, steps=1, warm_steps=0,
                                   scope="last", init_from=str(old)))
@@ -227,7 +227,7 @@ def test_a_larger_hidden_grows_the_continued_inr_without_changing_what_it_genera
 
 
 def test_a_continued_inr_may_train_with_another_coordinate_noise_but_not_another_shape(tmp_path):
-    old = shipped_tiny_last(tmp_path)
+    old = shipped_tiny(tmp_path)
     trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "quiet"), noise=0.25, scope="last", init_from=str(old)))
     assert trainer.hn.config.noise == 0.25
     assert torch.equal(trainer.hn.w_out, load_checkpoint(old).hypernet.w_out)  # same weights, less jitter
@@ -240,9 +240,7 @@ def test_a_continued_inr_may_train_with_another_coordinate_noise_but_not_another
 
 
 def test_head_per_block_splits_a_continued_inr_without_changing_what_it_generates(tmp_path):
-    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0)).run()
-    old = tmp_path / "old.safetensors"
-    ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1, allow_inert=True)
+    old = shipped_tiny(tmp_path, scope="all")
     prior = load_checkpoint(old)
     trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "split"), head_per_block=True, steps=2,
                                   warm_steps=0, init_from=str(old)))
@@ -264,7 +262,7 @@ def test_head_per_block_splits_a_continued_inr_without_changing_what_it_generate
 
 
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
-    old = shipped_tiny_last(tmp_path)
+    old = shipped_tiny(tmp_path)
     with pytest.raises(ValueError, match="last-scope"):
         Trainer(tiny_config(tmp_path, out=str(tmp_path / "cont"), scope="all", init_from=str(old)))
 
