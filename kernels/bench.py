@@ -23,10 +23,11 @@ import torch
 from kernels.dispatch import BackendUnavailable
 from kernels.reference import INRWeights, inr_mean_reference
 
-# The shipped checkpoint's INR (HyperNetConfig defaults) and the paper's 512-wide, 8-layer INR
-# (input layer + 7 residual hidden layers; output layer excluded from the count).
+# The shipped `all` checkpoint's INR (one head per generated tensor: 36 heads) and the paper's
+# 512-wide, 8-layer INR (input layer + 7 residual hidden layers; output layer excluded from the
+# count; one head per role). The head layout changes only which weights a row reads, not its work.
 INR_SHAPES = {
-    "shipped": {"hidden": 128, "layers": 3, "num_freqs": 8},
+    "shipped": {"hidden": 128, "layers": 3, "num_freqs": 8, "head_per_block": True},
     "paper": {"hidden": 512, "layers": 7, "num_freqs": 10},
 }
 METHODS = ("triton", "eager", "compile")
@@ -67,16 +68,19 @@ class Problem:
 
 def make_problem(inr: str, width: int, device: torch.device) -> Problem:
     from service.hypernet import HyperNet, HyperNetConfig, coord_table
+    from service.hypernet.model import head_count
 
-    config = HyperNetConfig(**INR_SHAPES[inr])
+    shape = INR_SHAPES[inr]
+    config = HyperNetConfig(**shape, heads=head_count("all", shape.get("head_per_block", False)))
     torch.manual_seed(0)
-    weights = INRWeights(*(t.detach().to(device) for t in HyperNet(config).weights()))
+    hypernet = HyperNet(config)
+    weights = INRWeights(*(t.detach().to(device) for t in hypernet.weights()))
     table = coord_table("all", width, 1, 10, config.norm, config.noise)
     h, e, o = config.hidden, config.encoded_dim, config.out_dim
     macs = e * h + config.layers * h * h + h * o
     return Problem(
         table.coords.to(device), table.jitter.to(device), table.out_scale.to(device),
-        list(table.head_offsets), weights, config.num_freqs, 2 * macs,
+        hypernet.head_offsets(table), weights, config.num_freqs, 2 * macs,
     )
 
 

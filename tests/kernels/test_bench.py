@@ -40,7 +40,10 @@ def test_flop_count_of_the_shipped_inr():
     problem = bench.make_problem("shipped", 8, torch.device("cpu"))
     e, h, o = 5 * (1 + 2 * 8), 128, 9  # D * (1 + 2F), hidden, k*k outputs
     assert problem.flops_per_row_sample == 2 * (e * h + 3 * h * h + h * o)
-    assert problem.weights.w_hidden.shape == (4, 3, 128, 128)
+    # One head per generated tensor of the all scope, as shipped: 4 roles x 9 blocks, each with
+    # its own row range of the table.
+    assert problem.weights.w_hidden.shape == (36, 3, 128, 128)
+    assert len(problem.head_offsets) == 37 and problem.head_offsets[-1] == problem.rows
 
 
 def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
