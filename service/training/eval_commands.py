@@ -1,12 +1,15 @@
-"""``neumeta eval``: test-set table + plots of a checkpoint against slicing, pruning, individual models.
+"""``neumeta eval``: test-set table + plots of a checkpoint against slicing, pruning, individual models;
+``neumeta compare``: two checkpoints of one arch, paired on the test set (should NEW replace OLD?).
 
     neumeta eval --checkpoint service/checkpoints/resnet20-fmnist-all.safetensors \
         --base runs/base/permuted.safetensors --individual runs/individual-w16 ... --out docs/results
+    neumeta compare runs/candidate.safetensors service/checkpoints/resnet20-fmnist-all.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from service.errors import InvalidParameter
@@ -41,6 +44,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from service.hypernet import load_checkpoint
+    from service.training.compare import compare_checkpoints, compare_table
+    from service.training.data import load_dataset
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.limit is not None and args.limit < 1:
+        raise InvalidParameter("--limit must be >= 1")
+    new, old = load_checkpoint(args.new), load_checkpoint(args.old)
+    splits = load_dataset(new.manifest.dataset, args.data)
+    result = compare_checkpoints(new, old, splits.test, splits.info, widths=args.widths, limit=args.limit,
+                                 min_above=args.min_above, device=device)
+    print(compare_table(result))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="test-set accuracy per width vs baselines: JSON table + PNG plots")
     p.add_argument("--checkpoint", required=True, type=Path, help="service checkpoint (.safetensors)")
@@ -63,3 +89,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where the generated networks run (auto: CUDA when available)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("compare", help="NEW minus OLD checkpoint, paired over the test set, per width")
+    p.add_argument("new", type=Path, help="candidate checkpoint (.safetensors)")
+    p.add_argument("old", type=Path, help="the checkpoint it would replace")
+    p.add_argument("--widths", type=int, nargs="+", default=None,
+                   help="default: the narrowest allowed width and the allowed ones of 16/32/48/64")
+    p.add_argument("--min-above", type=int, default=None,
+                   help="widths that must gain for 'better' (default: all but one); any 95%% interval "
+                        "wholly below 0 vetoes")
+    p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
+    p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="where the generated networks run (auto: CUDA when available)")
+    p.set_defaults(func=cmd_compare)
