@@ -21,7 +21,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from service.hypernet import load_checkpoint
     from service.training.data import load_dataset
-    from service.training.evaluate import evaluate, load_folded, table, write_outputs
+    from service.training.evaluate import (
+        carry_baselines,
+        check_carryable,
+        evaluate,
+        load_folded,
+        table,
+        write_outputs,
+    )
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)  # fail before anything is read
@@ -33,11 +40,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         base = load_folded(Path(args.base))
     if args.subset < 1:
         raise InvalidParameter("--subset must be >= 1")
+    previous = None
+    if args.baselines_from is not None:
+        if base is not None:
+            raise InvalidParameter("give --base or --baselines-from, not both")
+        try:
+            previous = json.loads(args.baselines_from.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidParameter(f"--baselines-from {args.baselines_from}: {exc}") from exc
     splits = load_dataset(ckpt.manifest.dataset, args.data)
+    if previous is not None:  # before minutes of evaluation, not after
+        m = ckpt.manifest
+        try:
+            check_carryable({"arch": m.arch, "scope": m.scope.value, "dataset": m.dataset,
+                               "subset": min(args.subset, len(splits.test)), "test_images": len(splits.test)},
+                              previous, args.baselines_from.name)
+        except ValueError as exc:
+            raise InvalidParameter(str(exc)) from exc
     extra = (1,) if args.samples is None else args.samples
     result = evaluate(ckpt, splits, base, individual=args.individual or (), subset=args.subset,
                       extra_samples=extra, key_widths=args.key_widths, progress=not args.no_progress,
                       device=device)
+    if previous is not None:
+        result = carry_baselines(result, previous, args.baselines_from.name)
     print(table(result))
     for path in write_outputs(result, Path(args.out)):
         print(f"wrote {path}")
@@ -72,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="service checkpoint (.safetensors)")
     p.add_argument("--base", type=Path, default=None,
                    help="the permuted folded full model the INR was trained on (slicing/pruning baselines)")
+    p.add_argument("--baselines-from", type=Path, default=None,
+                   help="without --base: carry the slicing/pruning/base rows of an earlier eval JSON of the "
+                        "same arch on the same images (e.g. the shipped docs/results/eval-resnet20.json)")
     p.add_argument("--individual", nargs="*", type=Path, default=None,
                    help="individually trained runs (dir with folded.safetensors, or the file); missing ones "
                         "are reported as not yet trained")

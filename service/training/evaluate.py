@@ -180,6 +180,37 @@ def evaluate(
             "individual_not_trained": missing, "dips_over_1pt": dips, "rows": rows}
 
 
+BASELINE_METHODS = ("slicing", "l1_prune", "base_full")
+
+
+def check_carryable(table: dict[str, Any], previous: dict[str, Any], source: str) -> None:
+    """ValueError unless ``previous`` (an eval JSON) has baseline rows for the same arch on the same
+    test images as ``table`` (an eval result, or just its ``arch scope dataset subset test_images``)."""
+    for field in ("arch", "scope", "dataset", "subset", "test_images"):
+        if table.get(field) != previous.get(field):
+            raise ValueError(f"{source} has {field}={previous.get(field)!r}, this table {table.get(field)!r}: "
+                             "its baselines were not measured on the same images or networks")
+    if not any(r.get("method") in BASELINE_METHODS for r in previous.get("rows", ())):
+        raise ValueError(f"{source} has no slicing, pruning or base rows to carry")
+
+
+def carry_baselines(result: dict[str, Any], previous: dict[str, Any], source: str) -> dict[str, Any]:
+    """``result`` with the slicing/pruning/base rows of an earlier table of the same arch appended.
+
+    For a checkpoint evaluated without ``--base`` (its base is gone, or it was taught by another
+    network): those rows depend only on the base and the test images, so an earlier table on the
+    same images holds them exactly. The paired difference against the base is dropped, since it
+    was against another INR. ValueError when the tables do not cover the same images or networks."""
+    if any(r["method"] in BASELINE_METHODS for r in result["rows"]):
+        raise ValueError("this table has its own baselines; carry them only into one evaluated without --base")
+    check_carryable(result, previous, source)
+    carried = [{k: v for k, v in r.items() if k != "neumeta_minus_this"}
+               for r in previous["rows"] if r["method"] in BASELINE_METHODS]
+    return {**result, "rows": [*result["rows"], *carried],
+            "baselines_from": f"{', '.join(sorted({r['method'] for r in carried}))} rows of {source} "
+                              f"(checkpoint {previous.get('checkpoint')}; same base, same images)"}
+
+
 def dips_below_neighbours(acc_by_width: dict[int, float], tolerance: float = 1.0) -> list[int]:
     """Widths whose accuracy is more than ``tolerance`` points below both neighbours' (the issue's
     smoothness goal: an empty list means the sweep has no isolated dips)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from service.hypernet import generate, load_checkpoint
 from service.training.baselines import l1_keep_indices, l1_pruned_state, sliced_state
 from service.training.evaluate import (
     accuracy,
+    carry_baselines,
     dips_below_neighbours,
     evaluate,
     individual_width,
@@ -164,3 +166,53 @@ def test_dips_are_widths_more_than_the_tolerance_below_both_neighbours():
     assert dips_below_neighbours(acc) == [17]
     assert dips_below_neighbours(acc, tolerance=0.3) == [17, 19]
     assert dips_below_neighbours({16: 1.0, 17: 0.0}) == []
+
+
+def test_baselines_carry_into_a_table_evaluated_without_the_base(tmp_path, base):
+    ckpt = load_checkpoint(tiny_checkpoint(tmp_path / "c.safetensors", arch="resnet20-last", scope="last",
+                                           widths_allowed={"min": 62, "max": 64}))
+    splits = synthetic_splits(64)
+    with_base = json.loads(json.dumps(evaluate(ckpt, splits, base, subset=8, key_widths=(64,), progress=False)))
+    without = evaluate(ckpt, splits, None, subset=8, key_widths=(64,), progress=False)
+    carried = carry_baselines(without, with_base, "eval-prev.json")
+    baselines = [r for r in with_base["rows"] if r["method"] in ("slicing", "l1_prune", "base_full")]
+    assert len(baselines) == 7  # slicing and pruning at 62-64, the base at 64
+    assert carried["rows"][:len(without["rows"])] == without["rows"]
+    for mine, theirs in zip(carried["rows"][len(without["rows"]):], baselines, strict=True):
+        # the same numbers; the paired difference was against the other table's INR, so it goes
+        assert mine == {k: v for k, v in theirs.items() if k != "neumeta_minus_this"}
+    assert "eval-prev.json" in carried["baselines_from"] and with_base["checkpoint"] in carried["baselines_from"]
+    assert "slicing" in table(carried)
+    with pytest.raises(ValueError, match="subset=8, this table 4"):
+        carry_baselines(evaluate(ckpt, splits, None, subset=4, key_widths=(64,), progress=False), with_base, "p")
+    with pytest.raises(ValueError, match="has its own baselines"):
+        carry_baselines(with_base, with_base, "p")
+    with pytest.raises(ValueError, match="no slicing, pruning or base rows"):
+        carry_baselines(without, json.loads(json.dumps(without)), "p")
+
+
+def test_eval_cli_refuses_base_and_carried_baselines_together(tmp_path, capsys, base):
+    import service.cli
+    from safetensors.torch import save_file
+
+    ckpt = tiny_checkpoint(tmp_path / "c.safetensors")
+    save_file(base, str(tmp_path / "base.safetensors"))
+    (tmp_path / "prev.json").write_text("{}")
+    code = service.cli.main(["eval", "--checkpoint", str(ckpt), "--base", str(tmp_path / "base.safetensors"),
+                             "--baselines-from", str(tmp_path / "prev.json"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not both" in err and not (tmp_path / "out").exists()
+
+
+def test_eval_cli_refuses_baselines_from_other_images_before_evaluating(tmp_path, capsys):
+    import service.cli
+    from service.training.data import FMNIST_DEFAULT_ROOT
+
+    if not (FMNIST_DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    ckpt = tiny_checkpoint(tmp_path / "c.safetensors")  # arch resnet20, like the shipped table
+    shipped_table = Path(__file__).parents[2] / "docs/results/eval-resnet20.json"  # swept the first 5,000 images
+    code = service.cli.main(["eval", "--checkpoint", str(ckpt), "--baselines-from", str(shipped_table),
+                             "--subset", "100", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "subset=5000, this table 100" in err and not (tmp_path / "out").exists()
