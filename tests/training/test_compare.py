@@ -46,7 +46,7 @@ def test_a_checkpoint_is_not_better_than_itself(pair):
 
 
 def test_the_verdict_needs_enough_gains_and_no_resolved_loss(pair, monkeypatch):
-    import service.training.compare as compare
+    from service.training import compare
 
     new, old = pair
     splits = synthetic_splits(16)

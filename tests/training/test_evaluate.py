@@ -192,8 +192,9 @@ def test_baselines_carry_into_a_table_evaluated_without_the_base(tmp_path, base)
 
 
 def test_eval_cli_refuses_base_and_carried_baselines_together(tmp_path, capsys, base):
-    import service.cli
     from safetensors.torch import save_file
+
+    import service.cli
 
     ckpt = tiny_checkpoint(tmp_path / "c.safetensors")
     save_file(base, str(tmp_path / "base.safetensors"))
