@@ -27,6 +27,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         evaluate,
         load_folded,
         table,
+        table_identity,
         write_outputs,
     )
 
@@ -50,11 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise InvalidParameter(f"--baselines-from {args.baselines_from}: {exc}") from exc
     splits = load_dataset(ckpt.manifest.dataset, args.data)
     if previous is not None:  # before minutes of evaluation, not after
-        m = ckpt.manifest
         try:
-            check_carryable({"arch": m.arch, "scope": m.scope.value, "dataset": m.dataset,
-                               "subset": min(args.subset, len(splits.test)), "test_images": len(splits.test)},
-                              previous, args.baselines_from.name)
+            check_carryable(table_identity(ckpt, args.subset, len(splits.test)), previous, args.baselines_from.name)
         except ValueError as exc:
             raise InvalidParameter(str(exc)) from exc
     extra = (1,) if args.samples is None else args.samples
@@ -92,6 +90,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_scoring_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the test images come from and where the generated networks run (eval and compare)."""
+    p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="where the generated networks run (auto: CUDA when available)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="test-set accuracy per width vs baselines: JSON table + PNG plots")
     p.add_argument("--checkpoint", required=True, type=Path, help="service checkpoint (.safetensors)")
@@ -103,7 +109,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--individual", nargs="*", type=Path, default=None,
                    help="individually trained runs (dir with folded.safetensors, or the file); missing ones "
                         "are reported as not yet trained")
-    p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
     p.add_argument("--out", type=Path, default=Path("docs/results"), help="where the JSON and plots go")
     p.add_argument("--subset", type=int, default=1000,
                    help="test images for the every-width sweep; the key widths use all of them")
@@ -112,9 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, nargs="*", default=None,
                    help="extra K values to evaluate besides the manifest's default (default: 1; "
                         "give the flag alone for the default K only)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="where the generated networks run (auto: CUDA when available)")
+    _add_scoring_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -127,9 +130,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="widths that must gain for 'better' (default: all but one); any 95%% interval "
                         "wholly below 0 vetoes")
     p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
-    p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
     p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="where the generated networks run (auto: CUDA when available)")
+    _add_scoring_arguments(p)
     p.set_defaults(func=cmd_compare)

@@ -98,6 +98,14 @@ def load_folded(path: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in load_file(str(path)).items()}
 
 
+def table_identity(ckpt: Checkpoint, subset: int, test_images: int) -> dict[str, Any]:
+    """What an evaluation table scored: the arch and its images (the sweep's ``subset``, clamped to
+    the test set, and the test set's size). Two tables with the same identity share baselines."""
+    m = ckpt.manifest
+    return {"arch": m.arch, "scope": m.scope.value, "dataset": m.dataset,
+            "subset": min(subset, test_images), "test_images": test_images}
+
+
 def evaluate(
     ckpt: Checkpoint,
     splits: Splits,
@@ -115,7 +123,8 @@ def evaluate(
 
     m = ckpt.manifest
     info, test = splits.info, splits.test
-    subset = min(subset, len(test))
+    identity = table_identity(ckpt, subset, len(test))
+    subset = identity["subset"]
     everywhere = subset == len(test)  # the sweep covers the whole test set: every row is a test row
     lo, hi = m.widths_allowed.min, m.widths_allowed.max
     key = sorted({w for w in key_widths if lo <= w <= hi})
@@ -175,9 +184,9 @@ def evaluate(
     dips = {f"K={k}": dips_below_neighbours({r["width"]: r[sub] for r in rows
                                              if r["method"] == "neumeta" and r["samples"] == k})
             for k in ks}
-    return {"arch": m.arch, "scope": m.scope.value, "checkpoint": ckpt.short_sha, "dataset": m.dataset,
-            "subset": subset, "test_images": len(test), "key_widths": key, "samples": ks, "default_samples": m.default_samples,
-            "individual_not_trained": missing, "dips_over_1pt": dips, "rows": rows}
+    return {**identity, "checkpoint": ckpt.short_sha, "key_widths": key, "samples": ks,
+            "default_samples": m.default_samples, "individual_not_trained": missing, "dips_over_1pt": dips,
+            "rows": rows}
 
 
 BASELINE_METHODS = ("slicing", "l1_prune", "base_full")
@@ -185,7 +194,7 @@ BASELINE_METHODS = ("slicing", "l1_prune", "base_full")
 
 def check_carryable(table: dict[str, Any], previous: dict[str, Any], source: str) -> None:
     """ValueError unless ``previous`` (an eval JSON) has baseline rows for the same arch on the same
-    test images as ``table`` (an eval result, or just its ``arch scope dataset subset test_images``)."""
+    test images as ``table`` (an eval result, or its ``table_identity``)."""
     for field in ("arch", "scope", "dataset", "subset", "test_images"):
         if table.get(field) != previous.get(field):
             raise ValueError(f"{source} has {field}={previous.get(field)!r}, this table {table.get(field)!r}: "
