@@ -4,6 +4,7 @@
     neumeta eval --checkpoint service/checkpoints/resnet20-fmnist-all.safetensors \
         --base runs/base/permuted.safetensors --individual runs/individual-w16 ... --out docs/results
     neumeta compare runs/candidate.safetensors service/checkpoints/resnet20-fmnist-all.safetensors
+``neumeta redundancy``: how many distinct inner channels each block of a generated network has.
 """
 
 from __future__ import annotations
@@ -90,6 +91,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redundancy(args: argparse.Namespace) -> int:
+    from safetensors import SafetensorError
+
+    from service.hypernet import generate, load_checkpoint
+    from service.training.redundancy import block_redundancy, load_state, redundancy_table
+
+    if not 0 < args.energy < 1:
+        raise InvalidParameter("--energy must be in (0, 1)")
+    ckpt = load_checkpoint(args.checkpoint)
+    columns = {f"{ckpt.manifest.arch} w{args.width}": block_redundancy(generate(ckpt, args.width), args.energy)}
+    if args.reference is not None:
+        try:
+            reference = load_state(args.reference)
+            columns[args.reference.stem] = block_redundancy(reference, args.energy)
+        except (OSError, KeyError, ValueError, SafetensorError) as exc:  # missing, not safetensors, lacks a tensor
+            raise InvalidParameter(f"--reference {args.reference}: not a folded ResNet20 state ({exc})") from exc
+    print(redundancy_table(columns))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": ckpt.manifest.arch, "width": args.width,
+                                        "energy": args.energy, "columns": columns}, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _add_scoring_arguments(p: argparse.ArgumentParser) -> None:
     """Where the test images come from and where the generated networks run (eval and compare)."""
     p.add_argument("--data", default=None, help="dataset directory (default: the Debian package's)")
@@ -133,3 +159,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
     _add_scoring_arguments(p)
     p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("redundancy", help="distinct inner channels per block of a generated network")
+    p.add_argument("--checkpoint", required=True, type=Path, help="service checkpoint (.safetensors)")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--reference", type=Path, default=None,
+                   help="a folded state to set beside it (e.g. the teacher or base, .safetensors)")
+    p.add_argument("--energy", type=float, default=0.99, help="share of the energy the distinct channels hold")
+    p.add_argument("--out", type=Path, default=None, help="also write the table as JSON here")
+    p.set_defaults(func=cmd_redundancy)
