@@ -74,8 +74,8 @@ def make_problem(inr: str, width: int, device: torch.device) -> Problem:
     config = HyperNetConfig(**shape, heads=head_count("all", shape.get("head_per_block", False)))
     torch.manual_seed(0)
     hypernet = HyperNet(config)
-    weights = INRWeights(*(t.detach().to(device) for t in hypernet.weights()))
     table = coord_table("all", width, 1, 10, config.norm, config.noise)
+    weights = INRWeights(*(t.detach().to(device) for t in hypernet.weights(table)))
     h, e, o = config.hidden, config.encoded_dim, config.out_dim
     macs = e * h + config.layers * h * h + h * o
     return Problem(

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import torch
 
-from service.archs import ROLES, Scope, tensor_specs
+from service.archs import FULL_WIDTH, ROLES, Scope, tensor_specs
 from service.archs.resnet20 import NUM_BLOCKS
 
 COORD_DIM = 5
@@ -35,6 +35,7 @@ class Slot:
     shape: tuple[int, ...]
     start: int
     stop: int
+    full_shape: tuple[int, ...]  # the tensor's shape at full width
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,14 @@ def coord_table(
     if torch.device(device).type != "cpu":
         return coord_table(scope, width, in_channels, num_classes, norm, noise).to(device)
     specs = [s for s in tensor_specs(Scope(scope), width, in_channels, num_classes) if s.role]
+    full_shapes = {s.name: s.shape for s in tensor_specs(Scope(scope), FULL_WIDTH, in_channels, num_classes)}
     parts, slots, offsets, row = [], [], [0], 0
     for role in ROLES:
         for spec in (s for s in specs if s.role == role):
             assert spec.block is not None
             part = _tensor_rows(spec.block, spec.shape, norm, noise)
             parts.append(part)
-            slots.append(Slot(spec.name, spec.shape, row, row + part[0].shape[0]))
+            slots.append(Slot(spec.name, spec.shape, row, row + part[0].shape[0], full_shapes[spec.name]))
             row += part[0].shape[0]
         offsets.append(row)
     coords, jitter, scale = (torch.cat(p) for p in zip(*parts, strict=True))

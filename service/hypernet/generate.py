@@ -51,7 +51,7 @@ def generated_tensors(
     table = table_for(ckpt, width)
     out = evaluate_mean(
         resolve_backend(backend), table.coords, table.jitter, table.out_scale,
-        ckpt.hypernet.head_offsets(table), ckpt.hypernet.weights(), ckpt.manifest.inr.num_freqs,
+        ckpt.hypernet.head_offsets(table), ckpt.hypernet.weights(table), ckpt.manifest.inr.num_freqs,
         samples=samples, seed=sample_seed(width), precision=precision,
     )
     return scatter(table, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from kernels.reference import INRWeights, inr_mean_reference
@@ -27,6 +27,9 @@ class HyperNetConfig(BaseModel):
     head_per_block: bool = Field(
         False, description="one head per generated tensor (role x block) instead of one per role shared "
                            "by the blocks: more parameters, the same work per row")
+    band_limit: float = Field(
+        0.0, ge=0, le=4.0,
+        description="anti-aliasing of the channel-ratio frequencies at narrow widths (0: off); see band_limit_gains")
     norm: float = Field(64.0, gt=0, description="divisor of the tensor-size features")
     noise: float = Field(1.0, ge=0, description="coordinate noise, in channels")
     residual_init: float = 0.1
@@ -34,6 +37,51 @@ class HyperNetConfig(BaseModel):
     @property
     def encoded_dim(self) -> int:
         return self.coord_dim * (1 + 2 * self.num_freqs)
+
+    @model_validator(mode="after")
+    def _band_limit_needs_a_head_per_tensor(self) -> HyperNetConfig:
+        # The gains are folded into each head's input weights, which needs every row of a head to
+        # share one tensor shape: true only with a head per generated tensor.
+        if self.band_limit > 0 and not self.head_per_block:
+            raise ValueError("band_limit needs head_per_block (one head per generated tensor)")
+        return self
+
+
+# Coordinate features whose frequencies are band-limited: the output- and input-channel ratios.
+CHANNEL_AXES = {1: 0, 2: 1}  # coordinate feature -> tensor axis whose size is its sample count
+
+
+def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
+    """(Hd, E) gains on each head's encoded features at the table's width.
+
+    A channel axis of S channels samples the weight function at spacing 1/S, so a frequency
+    above S/2 cycles aliases: detail the INR gives the full network turns into an arbitrary
+    pattern in a narrow one, and training at narrow widths then fights that detail. As in
+    mip-NeRF's integrated encoding, a sinusoid of angular frequency w = 2^f pi seen through a
+    footprint of standard deviation s is attenuated by exp(-(w s)^2 / 2); with s = band_limit / S
+    and gains taken relative to the full-width size S_full,
+
+        gain(f, S) = exp(-(band_limit * 2^f pi)^2 / 2 * (1/S^2 - 1/S_full^2)),
+
+    which is exactly 1 at full width (so switching it on keeps the full network and every fixed-size
+    axis as they were) and damps a narrow network's high frequencies. band_limit = 1/sqrt(12) is
+    the standard deviation of a box one channel wide."""
+    c = config
+    gains = torch.ones(len(table.slots), c.encoded_dim)
+    if c.band_limit == 0:
+        return gains
+    for h, slot in enumerate(table.slots):
+        channel_axes = 2 if len(slot.shape) == 4 else 1  # (S0, S1, k, k) weights, (S0,) biases
+        for feature, axis in CHANNEL_AXES.items():
+            if axis >= channel_axes:
+                continue
+            size, full = slot.shape[axis], slot.full_shape[axis]
+            for f in range(c.num_freqs):
+                w = c.band_limit * (2.0**f) * math.pi
+                g = math.exp(-0.5 * w * w * (1.0 / size**2 - 1.0 / full**2))
+                first = c.coord_dim + (f * c.coord_dim + feature) * 2  # reference.encode's (f, d, sin|cos) order
+                gains[h, first : first + 2] = g
+    return gains
 
 
 def head_count(scope: Scope | str, head_per_block: bool) -> int:
@@ -72,17 +120,24 @@ class HyperNet(nn.Module):
         first = ROLES.index(role) * per_role
         return list(range(first, first + per_role))
 
-    def weights(self) -> INRWeights:
-        return INRWeights(
-            self.w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out
-        )
+    def weights(self, table: CoordTable | None = None) -> INRWeights:
+        """The parameters as the kernel and the reference read them at ``table``'s width: with band
+        limiting, each head's input weights are scaled by its gains (``band_limit_gains``), which
+        folds the anti-aliasing into the weights so the evaluation math stays the same."""
+        w_in = self.w_in
+        if self.config.band_limit > 0:
+            if table is None:
+                raise ValueError("a band-limited INR's weights depend on the width: pass the table")
+            gains = band_limit_gains(table, self.config).to(w_in.device, w_in.dtype)
+            w_in = w_in * gains[:, :, None]  # (Hd, E, H)
+        return INRWeights(w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out)
 
     def forward(
         self, table: CoordTable, samples: int = 1, seed: int = 0, clean_first: bool = True
     ) -> torch.Tensor:
         """Mean of ``samples`` evaluations over the table: (N, out_dim)."""
         return inr_mean_reference(
-            table.coords, table.jitter, table.out_scale, self.head_offsets(table), self.weights(),
+            table.coords, table.jitter, table.out_scale, self.head_offsets(table), self.weights(table),
             self.config.num_freqs, samples=samples, seed=seed, clean_first=clean_first,
         )
 
@@ -126,5 +181,6 @@ class HyperNet(nn.Module):
         c = self.config
         return (
             f"heads={c.heads}{' (per block)' if c.head_per_block else ''}, hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
+            f"{f'band_limit={c.band_limit:g}, ' if c.band_limit else ''}"
             f"out_dim={c.out_dim}, params={sum(p.numel() for p in self.parameters()):,}"
         )

@@ -139,9 +139,10 @@ class Trainer:
         saved, wanted = ckpt.manifest.inr, self.hn.config
         # A wider --hidden grows the saved INR and --head-per-block splits its role heads (both keep the same
         # function, with more capacity); --noise may change (it scales the coordinate jitter, not any
-        # weight's shape). Any other difference is refused.
+        # weight's shape), and so may --band-limit (exact at full width, a change only at narrower ones).
+        # Any other difference is refused.
         split = wanted.head_per_block and not saved.head_per_block
-        update = {"hidden": wanted.hidden, "noise": wanted.noise}
+        update = {"hidden": wanted.hidden, "noise": wanted.noise, "band_limit": wanted.band_limit}
         if split:
             update |= {"heads": wanted.heads, "head_per_block": True}
         grown = saved.model_copy(update=update)

@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--freqs", type=int, default=8)
+    p.add_argument("--band-limit", type=float, default=0.0,
+                   help="damp channel-ratio frequencies a narrow width cannot sample (0: off; 0.29 = one "
+                        "channel's box); exact at full width, so a continuation may switch it on; needs "
+                        "--head-per-block")
     p.add_argument("--head-per-block", action="store_true",
                    help="one INR head per generated tensor (role x block) instead of per role: more parameters, "
                         "the same work per step; with --init-from a per-role INR, each block starts from its role's head")
@@ -89,7 +93,7 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(  # validates the values themselves
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi), width_sampling=args.width_sampling,
-        hidden=args.hidden, layers=args.layers, freqs=args.freqs, noise=args.noise,
+        hidden=args.hidden, layers=args.layers, freqs=args.freqs, band_limit=args.band_limit, noise=args.noise,
         head_per_block=args.head_per_block, zero_init=args.zero_init,
         lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,

@@ -42,6 +42,7 @@ class TrainConfig:
     hidden: int = 128
     layers: int = 3
     freqs: int = 8
+    band_limit: float = 0.0  # anti-aliasing of channel-ratio frequencies at narrow widths (HyperNetConfig)
     noise: float = 1.0
     head_per_block: bool = False
     lr: float = 1e-3
@@ -84,10 +85,15 @@ class TrainConfig:
             raise InvalidParameter("--lambda-kd must be >= 0 and --kd-temperature > 0")
         if self.steps < 0 or self.warm_steps < 0 or self.batch < 1:
             raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
+        self.inr_config()  # the INR's own rules (e.g. --band-limit needs --head-per-block)
 
     def inr_config(self) -> HyperNetConfig:
-        return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
-                              heads=head_count(self.scope, self.head_per_block), head_per_block=self.head_per_block)
+        try:
+            return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
+                                  band_limit=self.band_limit, heads=head_count(self.scope, self.head_per_block),
+                                  head_per_block=self.head_per_block)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise InvalidParameter(f"INR shape: {exc}") from exc
 
     def default_val_widths(self) -> list[int]:
         lo = SHIPPED_WIDTHS[self.scope][0]

@@ -159,18 +159,18 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
         fused_inr_mean(coords, jitter, scale, weights=weights, **args)
 
 
-@pytest.mark.parametrize("per_block", [False, True], ids=["head-per-role", "head-per-block"])
-def test_real_coordinate_table_of_a_tiny_checkpoint(tiny_ckpt_path, tmp_path, per_block):
+@pytest.mark.parametrize("band_limit", [None, 0.0, 0.29], ids=["head-per-role", "head-per-block", "band-limited"])
+def test_real_coordinate_table_of_a_tiny_checkpoint(tiny_ckpt_path, tmp_path, band_limit):
     from service.hypernet import HyperNetConfig, load_checkpoint
     from service.hypernet.generate import table_for
     from tests.factories import tiny_checkpoint
 
-    if per_block:  # 36 heads, the bias heads only a few rows each: many short tiles in the schedule
-        inr = HyperNetConfig(hidden=16, layers=1, num_freqs=2, heads=36, head_per_block=True)
+    if band_limit is not None:  # 36 heads, the bias heads only a few rows each: many short tiles in the schedule
+        inr = HyperNetConfig(hidden=16, layers=1, num_freqs=2, heads=36, head_per_block=True, band_limit=band_limit)
         tiny_ckpt_path = tiny_checkpoint(tmp_path / "per-block.safetensors", inr=inr)
     ckpt = load_checkpoint(tiny_ckpt_path)
     table = table_for(ckpt, 24)
-    weights = INRWeights(*(t.to(DEVICE) for t in ckpt.hypernet.weights()))
+    weights = INRWeights(*(t.to(DEVICE) for t in ckpt.hypernet.weights(table)))
     args = [t.to(DEVICE) for t in (table.coords, table.jitter, table.out_scale)]
     offsets = ckpt.hypernet.head_offsets(table)
     assert len(offsets) == ckpt.manifest.inr.heads + 1

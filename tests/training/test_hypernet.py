@@ -261,6 +261,22 @@ def test_head_per_block_splits_a_continued_inr_without_changing_what_it_generate
         Trainer(tiny_config(tmp_path, out=str(tmp_path / "merge"), init_from=str(new)))
 
 
+def test_band_limiting_switched_on_in_a_continuation_keeps_full_width_and_ships(tmp_path):
+    old = shipped_tiny(tmp_path, scope="all")
+    prior = load_checkpoint(old)
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "bl"), head_per_block=True, band_limit=0.29,
+                                  steps=2, warm_steps=0, init_from=str(old)))
+    assert trainer.hn.config.band_limit == 0.29
+    for width, same in ((64, True), (16, False)):
+        before = generated_tensors(prior.hypernet, "all", width, 1, 10, seed=None)
+        after = generated_tensors(trainer.hn, "all", width, 1, 10, seed=None)
+        assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before) is same
+    trainer.run()
+    new = tmp_path / "bl.safetensors"
+    ship(tmp_path / "bl", tmp_path / "base.safetensors", new, samples=1, threads=1, allow_inert=True)
+    assert load_checkpoint(new).manifest.inr.band_limit == 0.29
+
+
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
     old = shipped_tiny(tmp_path)
     with pytest.raises(ValueError, match="last-scope"):
