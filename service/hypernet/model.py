@@ -47,10 +47,6 @@ class HyperNetConfig(BaseModel):
         return self
 
 
-# Coordinate features whose frequencies are band-limited: the output- and input-channel ratios.
-CHANNEL_AXES = {1: 0, 2: 1}  # coordinate feature -> tensor axis whose size is its sample count
-
-
 def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
     """(Hd, E) gains on each head's encoded features at the table's width.
 
@@ -70,17 +66,16 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
     gains = torch.ones(len(table.slots), c.encoded_dim)
     if c.band_limit == 0:
         return gains
+    # The sin/cos columns in reference.encode's order, (Hd, F, D, 2), as a view that writes into gains.
+    sincos = gains[:, c.coord_dim :].view(len(table.slots), c.num_freqs, c.coord_dim, 2)
+    angular = c.band_limit * math.pi * 2.0 ** torch.arange(c.num_freqs, dtype=torch.float64)  # (F,)
     for h, slot in enumerate(table.slots):
-        channel_axes = 2 if len(slot.shape) == 4 else 1  # (S0, S1, k, k) weights, (S0,) biases
-        for feature, axis in CHANNEL_AXES.items():
-            if axis >= channel_axes:
-                continue
+        # Coordinate feature 1 + a is the channel ratio along tensor axis a (coords.py): output
+        # channels, then input channels; a bias (S0,) has only the first.
+        for axis in range(2 if len(slot.shape) == 4 else 1):
             size, full = slot.shape[axis], slot.full_shape[axis]
-            for f in range(c.num_freqs):
-                w = c.band_limit * (2.0**f) * math.pi
-                g = math.exp(-0.5 * w * w * (1.0 / size**2 - 1.0 / full**2))
-                first = c.coord_dim + (f * c.coord_dim + feature) * 2  # reference.encode's (f, d, sin|cos) order
-                gains[h, first : first + 2] = g
+            gain = torch.exp(-0.5 * angular.square() * (1.0 / size**2 - 1.0 / full**2))  # (F,)
+            sincos[h, :, 1 + axis, :] = gain[:, None].float()
     return gains
 
 

@@ -95,7 +95,8 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
 
     from service.hypernet import generate, load_checkpoint
-    from service.training.redundancy import block_redundancy, load_state, redundancy_table
+    from service.training.evaluate import load_folded
+    from service.training.redundancy import block_redundancy, redundancy_table
 
     if not 0 < args.energy < 1:
         raise InvalidParameter("--energy must be in (0, 1)")
@@ -103,14 +104,14 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
     columns = {f"{ckpt.manifest.arch} w{args.width}": block_redundancy(generate(ckpt, args.width), args.energy)}
     if args.reference is not None:
         try:
-            reference = load_state(args.reference)
+            reference = load_folded(args.reference)
             columns[args.reference.stem] = block_redundancy(reference, args.energy)
         except (OSError, KeyError, ValueError, SafetensorError) as exc:  # missing, not safetensors, lacks a tensor
             raise InvalidParameter(f"--reference {args.reference}: not a folded ResNet20 state ({exc})") from exc
     print(redundancy_table(columns))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"checkpoint": ckpt.manifest.arch, "width": args.width,
+        args.out.write_text(json.dumps({"arch": ckpt.manifest.arch, "checkpoint": ckpt.short_sha, "width": args.width,
                                         "energy": args.energy, "columns": columns}, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -22,7 +22,6 @@ the scale of the narrowest width's channels.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,9 +81,3 @@ def redundancy_table(columns: dict[str, list[dict[str, Any]]]) -> str:
         lines.append(f"| {block} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
-
-def load_state(path: Path) -> dict[str, torch.Tensor]:
-    """A folded state from a .safetensors file (``neumeta generate --format safetensors``, a base)."""
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
