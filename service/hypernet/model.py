@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+import weakref
+from collections import OrderedDict
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -11,6 +14,10 @@ from torch import nn
 from kernels.reference import INRWeights, inr_mean_reference
 from service.archs import ROLES, Scope, morphed_blocks
 from service.hypernet.coords import COORD_DIM, CoordTable
+
+SCALED_W_IN_KEPT = 16  # widths whose band-limited input weights stay cached (1.4 MB each at hidden 128)
+_SCALED_W_IN: dict[int, OrderedDict] = {}  # id(w_in) -> {(table shapes, version, ...): scaled w_in}
+_SCALED_W_IN_LOCK = threading.Lock()  # the service generates from worker threads
 
 
 class HyperNetConfig(BaseModel):
@@ -123,9 +130,35 @@ class HyperNet(nn.Module):
         if self.config.band_limit > 0:
             if table is None:
                 raise ValueError("a band-limited INR's weights depend on the width: pass the table")
-            gains = band_limit_gains(table, self.config).to(w_in.device, w_in.dtype)
-            w_in = w_in * gains[:, :, None]  # (Hd, E, H)
+            w_in = self._band_limited_w_in(table)
         return INRWeights(w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out)
+
+    def _band_limited_w_in(self, table: CoordTable) -> torch.Tensor:
+        """(Hd, E, H) input weights scaled by ``table``'s gains. Outside autograd the product is kept
+        per table shape (the last ``SCALED_W_IN_KEPT``), so a served width hands the GPU dispatch the
+        same tensor every time and its device copy is reused instead of re-uploaded."""
+        w_in = self.w_in
+        if torch.is_grad_enabled() and w_in.requires_grad:
+            return w_in * band_limit_gains(table, self.config).to(w_in)[:, :, None]
+        # Held beside the parameter, not on the module, so a deepcopy (EMA) or a state_dict never
+        # carries it. Keyed by the parameter's id (a tensor compares elementwise, so it cannot be a
+        # key), dropped by a finalizer before that id can be reused; the version and storage in
+        # the key make any in-place update or move a miss.
+        key = (tuple((s.shape, s.full_shape) for s in table.slots),
+               w_in._version, w_in.data_ptr(), w_in.device, w_in.dtype)
+        with _SCALED_W_IN_LOCK:
+            kept = _SCALED_W_IN.get(id(w_in))
+            if kept is None:
+                kept = _SCALED_W_IN[id(w_in)] = OrderedDict()
+                weakref.finalize(w_in, _SCALED_W_IN.pop, id(w_in), None)
+            scaled = kept.get(key)
+            if scaled is None:
+                with torch.no_grad():
+                    scaled = kept[key] = w_in * band_limit_gains(table, self.config).to(w_in)[:, :, None]
+                while len(kept) > SCALED_W_IN_KEPT:
+                    kept.popitem(last=False)
+            kept.move_to_end(key)
+            return scaled
 
     def forward(
         self, table: CoordTable, samples: int = 1, seed: int = 0, clean_first: bool = True

@@ -3,6 +3,7 @@ sample them, exactly nothing at full width, folded into each head's input weight
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -118,3 +119,36 @@ def test_a_checkpoint_keeps_it_and_generation_applies_it(tmp_path):
     for name in limited:
         assert torch.allclose(served[name], limited[name], atol=1e-6)
     assert not all(torch.allclose(served[n], unlimited[n], atol=1e-6) for n in limited)
+
+
+def test_served_widths_reuse_their_scaled_weights_until_the_inr_changes():
+    # The GPU dispatch keeps device copies by tensor identity, so a width served twice must hand it
+    # the same input weights; an in-place update (an optimizer step) must not be served stale.
+    torch.manual_seed(0)
+    inr = HyperNet(config())
+    with torch.no_grad():
+        first, again, other = inr.weights(table(16)).w_in, inr.weights(table(16)).w_in, inr.weights(table(8)).w_in
+        assert again is first and other is not first
+        inr.w_in.mul_(2.0)
+        updated = inr.weights(table(16)).w_in
+    assert updated is not first
+    assert torch.allclose(updated, 2.0 * first)
+    assert torch.equal(updated, inr.w_in.detach() * band_limit_gains(table(16), inr.config)[:, :, None])
+
+
+def test_an_ema_copy_does_not_inherit_the_original_s_scaled_weights():
+    torch.manual_seed(0)
+    inr = HyperNet(config())
+    with torch.no_grad():
+        original = inr.weights(table(16)).w_in
+        ema = copy.deepcopy(inr)
+        ema.w_in.add_(1.0)  # its version and values move away from the original's
+        copied = ema.weights(table(16)).w_in
+    assert torch.allclose(copied, original + band_limit_gains(table(16), inr.config)[:, :, None])
+
+
+def test_training_steps_see_fresh_differentiable_weights():
+    inr = HyperNet(config())
+    w_in = inr.weights(table(16)).w_in
+    assert w_in.requires_grad and w_in.grad_fn is not None
+    assert inr.weights(table(16)).w_in is not w_in
