@@ -16,7 +16,7 @@ from service.archs import ROLES, Scope, morphed_blocks
 from service.hypernet.coords import COORD_DIM, CoordTable
 
 SCALED_W_IN_KEPT = 16  # widths whose band-limited input weights stay cached (1.4 MB each at hidden 128)
-_SCALED_W_IN: dict[int, OrderedDict] = {}  # id(w_in) -> {(table shapes, version, ...): scaled w_in}
+_SCALED_W_IN: dict[int, OrderedDict] = {}  # id(w_in) -> {(table slots, version, ...): scaled w_in}
 _SCALED_W_IN_LOCK = threading.Lock()  # the service generates from worker threads
 
 
@@ -144,8 +144,7 @@ class HyperNet(nn.Module):
         # carries it. Keyed by the parameter's id (a tensor compares elementwise, so it cannot be a
         # key), dropped by a finalizer before that id can be reused; the version and storage in
         # the key make any in-place update or move a miss.
-        key = (tuple((s.shape, s.full_shape) for s in table.slots),
-               w_in._version, w_in.data_ptr(), w_in.device, w_in.dtype)
+        key = (table.slots, w_in._version, w_in.data_ptr(), w_in.device, w_in.dtype)
         with _SCALED_W_IN_LOCK:
             kept = _SCALED_W_IN.get(id(w_in))
             if kept is None:
