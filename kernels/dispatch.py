@@ -7,10 +7,10 @@ cannot run is an error that says why, never a silent fallback.
 from __future__ import annotations
 
 import os
-import weakref
 
 import torch
 
+from kernels.memo import TensorMemo
 from kernels.reference import INRWeights, inr_mean_reference
 
 BACKENDS = ("auto", "torch", "triton")
@@ -77,24 +77,13 @@ def evaluate_mean(
 
 
 # Device copies of CPU tensors that outlive a request (checkpoint weights, cached coordinate
-# tables), so a GPU generation does not re-upload ~1-8 MB of INR weights every call. Keyed by the
-# source's id (tensors compare elementwise, so they cannot be dict keys themselves). A finalizer
-# drops the entry when the source dies, before its id can be reused, so an entry always belongs
-# to the live tensor with that id; the source's version counter invalidates a copy after an
-# in-place update (training).
-_DEVICE_COPIES: dict[int, tuple[int, torch.device, torch.Tensor]] = {}
+# tables), so a GPU generation does not re-upload ~1-8 MB of INR weights every call. One copy per
+# source: a source moved to another device replaces its copy.
+_DEVICE_COPIES = TensorMemo(per_source=1)
 
 
 def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``, reusing the copy made last time while ``t`` is unchanged."""
     if t.device == device:
         return t
-    key = id(t)
-    hit = _DEVICE_COPIES.get(key)
-    if hit is not None and hit[0] == t._version and hit[1] == device:
-        return hit[2]
-    if hit is None:
-        weakref.finalize(t, _DEVICE_COPIES.pop, key, None)
-    copy = t.detach().to(device)
-    _DEVICE_COPIES[key] = (t._version, device, copy)
-    return copy
+    return _DEVICE_COPIES.get(t, device, lambda: t.detach().to(device))

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import math
-import threading
-import weakref
-from collections import OrderedDict
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from kernels.memo import TensorMemo
 from kernels.reference import INRWeights, inr_mean_reference
 from service.archs import ROLES, Scope, morphed_blocks
 from service.hypernet.coords import COORD_DIM, CoordTable
 
 SCALED_W_IN_KEPT = 16  # widths whose band-limited input weights stay cached (1.4 MB each at hidden 128)
-_SCALED_W_IN: dict[int, OrderedDict] = {}  # id(w_in) -> {(table slots, version, ...): scaled w_in}
-_SCALED_W_IN_LOCK = threading.Lock()  # the service generates from worker threads
+_SCALED_W_IN = TensorMemo(per_source=SCALED_W_IN_KEPT)  # w_in -> {table shape: scaled w_in}
 
 
 class HyperNetConfig(BaseModel):
@@ -138,26 +135,15 @@ class HyperNet(nn.Module):
         per table shape (the last ``SCALED_W_IN_KEPT``), so a served width hands the GPU dispatch the
         same tensor every time and its device copy is reused instead of re-uploaded."""
         w_in = self.w_in
-        if torch.is_grad_enabled() and w_in.requires_grad:
+
+        def scaled() -> torch.Tensor:
             return w_in * band_limit_gains(table, self.config).to(w_in)[:, :, None]
-        # Held beside the parameter, not on the module, so a deepcopy (EMA) or a state_dict never
-        # carries it. Keyed by the parameter's id (a tensor compares elementwise, so it cannot be a
-        # key), dropped by a finalizer before that id can be reused; the version and storage in
-        # the key make any in-place update or move a miss.
-        key = (table.slots, w_in._version, w_in.data_ptr(), w_in.device, w_in.dtype)
-        with _SCALED_W_IN_LOCK:
-            kept = _SCALED_W_IN.get(id(w_in))
-            if kept is None:
-                kept = _SCALED_W_IN[id(w_in)] = OrderedDict()
-                weakref.finalize(w_in, _SCALED_W_IN.pop, id(w_in), None)
-            scaled = kept.get(key)
-            if scaled is None:
-                with torch.no_grad():
-                    scaled = kept[key] = w_in * band_limit_gains(table, self.config).to(w_in)[:, :, None]
-                while len(kept) > SCALED_W_IN_KEPT:
-                    kept.popitem(last=False)
-            kept.move_to_end(key)
-            return scaled
+
+        if torch.is_grad_enabled() and w_in.requires_grad:
+            return scaled()  # a training step: fresh, differentiable
+        # Outside autograd the product carries no graph and is kept beside the parameter
+        # (kernels.memo), not on the module, so an EMA deepcopy or a state_dict never carries it.
+        return _SCALED_W_IN.get(w_in, (table.slots, w_in.device, w_in.dtype), scaled)
 
     def forward(
         self, table: CoordTable, samples: int = 1, seed: int = 0, clean_first: bool = True
