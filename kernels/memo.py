@@ -23,8 +23,9 @@ class TensorMemo:
     Entries are keyed by the source's ``id`` (a tensor compares elementwise, so it cannot be a dict
     key itself) and live beside the tensor, not on it, so a deepcopy (an EMA) or a state dict never
     carries them. A finalizer drops a source's entries when it dies, before its id can be reused.
-    The source's version counter and storage pointer are part of every key, so an in-place update
-    (an optimizer step) or a move to new storage is a miss, never a stale hit.
+    The source's version counter and storage (device, dtype, pointer) are part of every key, so an
+    in-place update (an optimizer step) or a move to new storage, another device or another dtype
+    is a miss, never a stale hit.
     """
 
     def __init__(self, per_source: int) -> None:
@@ -36,7 +37,7 @@ class TensorMemo:
 
     def get(self, source: torch.Tensor, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The value kept for (``source`` as it is now, ``key``), made by ``make()`` on a miss."""
-        full_key = (key, source._version, source.data_ptr())
+        full_key = (key, source._version, source.device, source.dtype, source.data_ptr())
         with self._lock:
             kept = self._kept.get(id(source))
             if kept is None:

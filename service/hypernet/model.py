@@ -143,7 +143,7 @@ class HyperNet(nn.Module):
             return scaled()  # a training step: fresh, differentiable
         # Outside autograd the product carries no graph and is kept beside the parameter
         # (kernels.memo), not on the module, so an EMA deepcopy or a state_dict never carries it.
-        return _SCALED_W_IN.get(w_in, (table.slots, w_in.device, w_in.dtype), scaled)
+        return _SCALED_W_IN.get(w_in, table.slots, scaled)
 
     def forward(
         self, table: CoordTable, samples: int = 1, seed: int = 0, clean_first: bool = True

@@ -49,6 +49,14 @@ def test_new_storage_under_the_same_tensor_is_a_miss():
     assert memo.get(source, "k", make) is not first
 
 
+def test_a_dtype_change_of_the_source_is_a_miss():
+    memo, source = TensorMemo(per_source=2), torch.randn(3)
+    make = Counting(source)
+    first = memo.get(source, "k", make)
+    source.data = source.data.double()  # what module.to(torch.float64) does to a parameter
+    assert memo.get(source, "k", make) is not first and make.calls == 2
+
+
 def test_each_source_keeps_its_most_recently_used_values():
     memo, source = TensorMemo(per_source=2), torch.randn(3)
     make = Counting(source)
