@@ -75,7 +75,7 @@ def make_problem(inr: str, width: int, device: torch.device) -> Problem:
     torch.manual_seed(0)
     hypernet = HyperNet(config)
     table = coord_table("all", width, 1, 10, config.norm, config.noise)
-    weights = INRWeights(*(t.detach().to(device) for t in hypernet.weights(table)))
+    weights = hypernet.weights(table).map(lambda t: t.detach().to(device))
     h, e, o = config.hidden, config.encoded_dim, config.out_dim
     macs = e * h + config.layers * h * h + h * o
     return Problem(

@@ -68,7 +68,7 @@ def evaluate_mean(
 
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         args = [on_device(t, device) for t in (coords, jitter, out_scale)]
-        w = INRWeights(*(on_device(t, device) for t in weights))
+        w = weights.map(lambda t: on_device(t, device))
         out = fused_inr_mean(*args, head_offsets, w, num_freqs, samples, seed, precision=precision)
         return out.cpu()
     return inr_mean_reference(

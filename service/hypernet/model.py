@@ -10,11 +10,12 @@ from torch import nn
 
 from kernels.memo import TensorMemo
 from kernels.reference import INRWeights, inr_mean_reference
-from service.archs import ROLES, Scope, morphed_blocks
-from service.hypernet.coords import COORD_DIM, CoordTable
+from service.archs import FULL_WIDTH, ROLES, Scope, morphed_blocks
+from service.hypernet.coords import COORD_DIM, CoordTable, Slot
 
 SCALED_W_IN_KEPT = 16  # widths whose band-limited input weights stay cached (1.4 MB each at hidden 128)
 _SCALED_W_IN = TensorMemo(per_source=SCALED_W_IN_KEPT)  # w_in -> {table shape: scaled w_in}
+_ROW_BIAS = TensorMemo(per_source=SCALED_W_IN_KEPT)  # embed -> {table shape: (N, H) row bias}
 
 
 class HyperNetConfig(BaseModel):
@@ -34,6 +35,9 @@ class HyperNetConfig(BaseModel):
     band_limit: float = Field(
         0.0, ge=0, le=4.0,
         description="anti-aliasing of the channel-ratio frequencies at narrow widths (0: off); see band_limit_gains")
+    channel_embeddings: bool = Field(
+        False, description="a learned vector per full-width channel of each axis, added to the first layer "
+                           "(box-averaged to narrower widths); see HyperNet.row_bias")
     norm: float = Field(64.0, gt=0, description="divisor of the tensor-size features")
     noise: float = Field(1.0, ge=0, description="coordinate noise, in channels")
     residual_init: float = 0.1
@@ -48,6 +52,8 @@ class HyperNetConfig(BaseModel):
         # share one tensor shape: true only with a head per generated tensor.
         if self.band_limit > 0 and not self.head_per_block:
             raise ValueError("band_limit needs head_per_block (one head per generated tensor)")
+        if self.channel_embeddings and not self.head_per_block:  # a head's embeddings index one tensor's axes
+            raise ValueError("channel_embeddings needs head_per_block (one head per generated tensor)")
         return self
 
 
@@ -83,6 +89,26 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
     return gains
 
 
+def channel_row_bias(embed: torch.Tensor, table: CoordTable) -> torch.Tensor:
+    """(N, H) row bias of ``embed`` (Hd, 2, FULL_WIDTH, H) at ``table``'s width: row (a, b) of head h
+    gets its output channel's vector plus its input channel's, each the box average of the full-width
+    channels it covers (``adaptive_avg_pool1d``; exact at full width). A bias row has only the first."""
+
+    def pooled(head: int, axis: int, slot: Slot) -> torch.Tensor:  # (S, H)
+        grid = embed[head, axis, : slot.full_shape[axis]].t()[None]  # (1, H, S_full)
+        return nn.functional.adaptive_avg_pool1d(grid, slot.shape[axis])[0].t()
+
+    parts = []
+    for h, slot in enumerate(table.slots):
+        out = pooled(h, 0, slot)  # (S0, H)
+        if len(slot.shape) == 1:
+            parts.append(out)
+        else:  # rows are (a, b) row-major, b fast
+            rows = out[:, None, :] + pooled(h, 1, slot)[None, :, :]  # (S0, S1, H)
+            parts.append(rows.flatten(0, 1))
+    return torch.cat(parts)
+
+
 def head_count(scope: Scope | str, head_per_block: bool) -> int:
     """Heads of an INR over ``scope``: one per role, or one per generated tensor (role x morphed block)."""
     return len(ROLES) * (len(morphed_blocks(scope)) if head_per_block else 1)
@@ -108,6 +134,10 @@ class HyperNet(nn.Module):
         self.res_scale = nn.Parameter(torch.full((hd, layers), c.residual_init))
         self.w_out = _uniform((hd, h, c.out_dim), h)
         self.b_out = _uniform((hd, c.out_dim), h)
+        if c.channel_embeddings:
+            # (Hd, axis, channel, H): axis 0 output channels, 1 input channels, at full width (a head's
+            # tensor uses the first full_shape[axis] of FULL_WIDTH). Zero: switching them on changes nothing.
+            self.embed = nn.Parameter(torch.zeros(hd, 2, FULL_WIDTH, h))
 
     def head_offsets(self, table: CoordTable) -> list[int]:
         """Row boundaries of this INR's heads over ``table`` (per role, or per generated tensor)."""
@@ -128,7 +158,39 @@ class HyperNet(nn.Module):
             if table is None:
                 raise ValueError("a band-limited INR's weights depend on the width: pass the table")
             w_in = self._band_limited_w_in(table)
-        return INRWeights(w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out)
+        row_bias = None
+        if self.config.channel_embeddings:
+            if table is None:
+                raise ValueError("an INR with channel embeddings needs the table: pass it")
+            row_bias = self.row_bias(table)
+        return INRWeights(w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out,
+                          row_bias)
+
+    def row_bias(self, table: CoordTable) -> torch.Tensor:
+        """(N, H): each row's channel embeddings, out + in, at ``table``'s width.
+
+        A Fourier feature of the channel ratio must be a high frequency to tell neighbouring channels
+        apart at width 64, and such frequencies alias at narrow widths (see ``band_limit_gains``);
+        the generated wide networks end up with few distinct channels. An embedding per full-width
+        channel gives each its own free vector instead (a learned grid, as in instant-NGP), and a
+        narrow network's channel takes the box average of the full-width channels it covers
+        (``adaptive_avg_pool1d``: mip-mapping), so narrow widths train the averages, not the detail."""
+        embed = self.embed
+        if torch.is_grad_enabled() and embed.requires_grad:
+            return channel_row_bias(embed, table)  # a training step: fresh, differentiable
+        # Kept per table shape like the band-limited input weights, for the same reason (kernels.memo).
+        return _ROW_BIAS.get(embed, table.slots, lambda: channel_row_bias(embed, table))
+
+    @torch.no_grad()
+    def with_channel_embeddings(self) -> HyperNet:
+        """A copy with (zero) channel embeddings: the same function, and a learned vector per
+        full-width channel for training to grow."""
+        if self.config.channel_embeddings:
+            raise ValueError("this INR already has channel embeddings")
+        grown = HyperNet(self.config.model_copy(update={"channel_embeddings": True}))
+        for name, param in self.named_parameters():
+            getattr(grown, name).copy_(param)
+        return grown.train(self.training)
 
     def _band_limited_w_in(self, table: CoordTable) -> torch.Tensor:
         """(Hd, E, H) input weights scaled by ``table``'s gains. Outside autograd the product is kept
@@ -175,6 +237,8 @@ class HyperNet(nn.Module):
         grown.w_out.zero_()  # (Hd, H, O): only the old units reach the output
         grown.w_out[:, :old] = self.w_out
         grown.b_out.copy_(self.b_out)
+        if self.config.channel_embeddings:
+            grown.embed[..., :old] = self.embed  # (Hd, 2, C, H): the new units' embeddings start at zero
         return grown.train(self.training)
 
     @torch.no_grad()

@@ -139,10 +139,11 @@ class Trainer:
         saved, wanted = ckpt.manifest.inr, self.hn.config
         # A wider --hidden grows the saved INR and --head-per-block splits its role heads (both keep the same
         # function, with more capacity); --noise may change (it scales the coordinate jitter, not any
-        # weight's shape), and so may --band-limit (exact at full width, a change only at narrower ones).
-        # Any other difference is refused.
+        # weight's shape), and so may --band-limit (exact at full width, a change only at narrower ones);
+        # --channel-embeddings adds zero embeddings (the same function). Any other difference is refused.
         split = wanted.head_per_block and not saved.head_per_block
-        update = {"hidden": wanted.hidden, "noise": wanted.noise, "band_limit": wanted.band_limit}
+        update = {"hidden": wanted.hidden, "noise": wanted.noise, "band_limit": wanted.band_limit,
+                  "channel_embeddings": saved.channel_embeddings or wanted.channel_embeddings}
         if split:
             update |= {"heads": wanted.heads, "head_per_block": True}
         grown = saved.model_copy(update=update)
@@ -152,6 +153,8 @@ class Trainer:
         hn = ckpt.hypernet.widened(wanted.hidden, seed=self.cfg.seed)
         if split:
             hn = hn.split_per_block(wanted.heads // saved.heads)
+        if wanted.channel_embeddings and not hn.config.channel_embeddings:
+            hn = hn.with_channel_embeddings()
         self.hn.load_state_dict(hn.state_dict())
         self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in ckpt.fixed.items()}}
 

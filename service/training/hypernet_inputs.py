@@ -45,6 +45,7 @@ class TrainConfig:
     band_limit: float = 0.0  # anti-aliasing of channel-ratio frequencies at narrow widths (HyperNetConfig)
     noise: float = 1.0
     head_per_block: bool = False
+    channel_embeddings: bool = False  # a learned vector per full-width channel (HyperNetConfig)
     lr: float = 1e-3
     weight_decay: float = 1e-2
     lambda_rec: float = 1.0
@@ -91,7 +92,7 @@ class TrainConfig:
         try:
             return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
                                   band_limit=self.band_limit, heads=head_count(self.scope, self.head_per_block),
-                                  head_per_block=self.head_per_block)
+                                  head_per_block=self.head_per_block, channel_embeddings=self.channel_embeddings)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise InvalidParameter(f"INR shape: {exc}") from exc
 

@@ -277,6 +277,22 @@ def test_band_limiting_switched_on_in_a_continuation_keeps_full_width_and_ships(
     assert load_checkpoint(new).manifest.inr.band_limit == 0.29
 
 
+def test_channel_embeddings_added_in_a_continuation_keep_every_width_learn_and_ship(tmp_path):
+    old = shipped_tiny(tmp_path, scope="all")
+    prior = load_checkpoint(old)
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "ce"), head_per_block=True, channel_embeddings=True,
+                                  steps=2, warm_steps=0, lr=1e-2, init_from=str(old)))
+    for width in (8, 64):
+        before = generated_tensors(prior.hypernet, "all", width, 1, 10, seed=None)
+        after = generated_tensors(trainer.hn, "all", width, 1, 10, seed=None)
+        assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before)
+    trainer.run()
+    assert torch.any(trainer.hn.embed)  # they get gradients and move off zero
+    new = tmp_path / "ce.safetensors"
+    ship(tmp_path / "ce", tmp_path / "base.safetensors", new, samples=1, threads=1, allow_inert=True)
+    assert load_checkpoint(new).manifest.inr.channel_embeddings
+
+
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
     old = shipped_tiny(tmp_path)
     with pytest.raises(ValueError, match="last-scope"):
