@@ -103,7 +103,11 @@ class Trainer:
         if cfg.init_from:
             self._continue_checkpoint(cfg.init_from)
         self.ema = copy.deepcopy(self.hn).requires_grad_(False)
-        groups = [{"params": list(self.hn.parameters()), "lr_scale": 1.0}]
+        groups = [{"params": [p for n, p in self.hn.named_parameters() if n != "embed"], "lr_scale": 1.0}]
+        if self.hn.config.channel_embeddings:
+            # Grid features learn at their own rate (instant-NGP trains its grids faster than its MLP)
+            # and are not decayed: each is a free vector of one channel, with nothing to shrink toward.
+            groups.append({"params": [self.hn.embed], "lr_scale": cfg.embed_lr_scale, "weight_decay": 0.0})
         self.ema_fixed: dict[str, torch.Tensor] = {}
         if cfg.train_fixed:
             # The non-morphed layers co-adapt to the generated block (ours, not the paper's): they

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel-embeddings", action="store_true",
                    help="a learned vector per full-width channel of every generated tensor, box-averaged to "
                         "narrower widths (needs --head-per-block; with --init-from, added at zero)")
+    p.add_argument("--embed-lr-scale", type=float, default=1.0,
+                   help="the channel embeddings' learning rate relative to --lr")
     p.add_argument("--head-per-block", action="store_true",
                    help="one INR head per generated tensor (role x block) instead of per role: more parameters, "
                         "the same work per step; with --init-from a per-role INR, each block starts from its role's head")
@@ -97,7 +99,8 @@ def config_from_args(args: argparse.Namespace):
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi), width_sampling=args.width_sampling,
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, band_limit=args.band_limit, noise=args.noise,
-        head_per_block=args.head_per_block, channel_embeddings=args.channel_embeddings, zero_init=args.zero_init,
+        head_per_block=args.head_per_block, channel_embeddings=args.channel_embeddings,
+        embed_lr_scale=args.embed_lr_scale, zero_init=args.zero_init,
         lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,
         lambda_kd=args.lambda_kd, kd_temperature=args.kd_temperature, precision=args.precision, device=args.device,

@@ -46,6 +46,7 @@ class TrainConfig:
     noise: float = 1.0
     head_per_block: bool = False
     channel_embeddings: bool = False  # a learned vector per full-width channel (HyperNetConfig)
+    embed_lr_scale: float = 1.0  # the embeddings' learning rate relative to the INR's
     lr: float = 1e-3
     weight_decay: float = 1e-2
     lambda_rec: float = 1.0
@@ -82,6 +83,8 @@ class TrainConfig:
         lo, hi = self.widths_train
         if not 1 <= lo <= hi <= FULL_WIDTH:
             raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
+        if self.embed_lr_scale <= 0 or self.fixed_lr_scale <= 0:
+            raise InvalidParameter("--embed-lr-scale and --fixed-lr-scale must be > 0")
         if self.lambda_kd < 0 or self.kd_temperature <= 0:
             raise InvalidParameter("--lambda-kd must be >= 0 and --kd-temperature > 0")
         if self.steps < 0 or self.warm_steps < 0 or self.batch < 1:

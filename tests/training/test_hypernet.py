@@ -281,7 +281,9 @@ def test_channel_embeddings_added_in_a_continuation_keep_every_width_learn_and_s
     old = shipped_tiny(tmp_path, scope="all")
     prior = load_checkpoint(old)
     trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "ce"), head_per_block=True, channel_embeddings=True,
-                                  steps=2, warm_steps=0, lr=1e-2, init_from=str(old)))
+                                  steps=2, warm_steps=0, lr=1e-2, embed_lr_scale=5.0, init_from=str(old)))
+    groups = [g for g in trainer.opt.param_groups if any(p is trainer.hn.embed for p in g["params"])]
+    assert [(len(g["params"]), g["lr_scale"], g["weight_decay"]) for g in groups] == [(1, 5.0, 0.0)]
     for width in (8, 64):
         before = generated_tensors(prior.hypernet, "all", width, 1, 10, seed=None)
         after = generated_tensors(trainer.hn, "all", width, 1, 10, seed=None)
