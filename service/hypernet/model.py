@@ -13,9 +13,11 @@ from kernels.reference import INRWeights, inr_mean_reference
 from service.archs import FULL_WIDTH, ROLES, Scope, morphed_blocks
 from service.hypernet.coords import COORD_DIM, CoordTable, Slot
 
-SCALED_W_IN_KEPT = 16  # widths whose band-limited input weights stay cached (1.4 MB each at hidden 128)
-_SCALED_W_IN = TensorMemo(per_source=SCALED_W_IN_KEPT)  # w_in -> {table shape: scaled w_in}
-_ROW_BIAS = TensorMemo(per_source=SCALED_W_IN_KEPT)  # embed -> {table shape: (N, H) row bias}
+# Widths whose width-dependent INR inputs stay cached outside autograd: band-limited input weights
+# (1.4 MB each at hidden 128) and channel-embedding row biases (up to 16 MB at width 64, hidden 128).
+KEPT_WIDTHS = 16
+_SCALED_W_IN = TensorMemo(per_source=KEPT_WIDTHS)  # w_in -> {table shape: scaled w_in}
+_ROW_BIAS = TensorMemo(per_source=KEPT_WIDTHS)  # embed -> {table shape: (N, H) row bias}
 
 
 class HyperNetConfig(BaseModel):
@@ -194,7 +196,7 @@ class HyperNet(nn.Module):
 
     def _band_limited_w_in(self, table: CoordTable) -> torch.Tensor:
         """(Hd, E, H) input weights scaled by ``table``'s gains. Outside autograd the product is kept
-        per table shape (the last ``SCALED_W_IN_KEPT``), so a served width hands the GPU dispatch the
+        per table shape (the last ``KEPT_WIDTHS``), so a served width hands the GPU dispatch the
         same tensor every time and its device copy is reused instead of re-uploaded."""
         w_in = self.w_in
 
