@@ -23,11 +23,13 @@ import torch
 from kernels.dispatch import BackendUnavailable
 from kernels.reference import INRWeights, inr_mean_reference
 
-# The shipped `all` checkpoint's INR (one head per generated tensor: 36 heads) and the paper's
-# 512-wide, 8-layer INR (input layer + 7 residual hidden layers; output layer excluded from the
-# count; one head per role). The head layout changes only which weights a row reads, not its work.
+# The shipped `all` checkpoint's INR (one head per generated tensor: 36 heads), the same with channel
+# embeddings (one more (N, H) read and add per table, the row bias) and the paper's 512-wide, 8-layer
+# INR (input layer + 7 residual hidden layers; output layer excluded from the count; one head per
+# role). The head layout changes only which weights a row reads, not its work.
 INR_SHAPES = {
     "shipped": {"hidden": 128, "layers": 3, "num_freqs": 8, "head_per_block": True},
+    "embedded": {"hidden": 128, "layers": 3, "num_freqs": 8, "head_per_block": True, "channel_embeddings": True},
     "paper": {"hidden": 512, "layers": 7, "num_freqs": 10},
 }
 METHODS = ("triton", "eager", "compile")
