@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -111,6 +112,18 @@ def channel_row_bias(embed: torch.Tensor, table: CoordTable) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _at_width(memo: TensorMemo, source: torch.Tensor, table: CoordTable,
+              make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``make()``, a value derived from parameter ``source`` at ``table``'s width. In a training step
+    it is made fresh (differentiable). Outside autograd it carries no graph and is kept per table shape
+    (the last ``KEPT_WIDTHS``) beside the parameter (kernels.memo), not on the module, so an EMA
+    deepcopy or a state_dict never carries it, and a served width hands the GPU dispatch the same
+    tensor every time, its device copy reused instead of re-uploaded."""
+    if torch.is_grad_enabled() and source.requires_grad:
+        return make()
+    return memo.get(source, table.slots, make)
+
+
 def head_count(scope: Scope | str, head_per_block: bool) -> int:
     """Heads of an INR over ``scope``: one per role, or one per generated tensor (role x morphed block)."""
     return len(ROLES) * (len(morphed_blocks(scope)) if head_per_block else 1)
@@ -155,16 +168,12 @@ class HyperNet(nn.Module):
         """The parameters as the kernel and the reference read them at ``table``'s width: with band
         limiting, each head's input weights are scaled by its gains (``band_limit_gains``), which
         folds the anti-aliasing into the weights so the evaluation math stays the same."""
-        w_in = self.w_in
-        if self.config.band_limit > 0:
-            if table is None:
-                raise ValueError("a band-limited INR's weights depend on the width: pass the table")
-            w_in = self._band_limited_w_in(table)
-        row_bias = None
-        if self.config.channel_embeddings:
-            if table is None:
-                raise ValueError("an INR with channel embeddings needs the table: pass it")
-            row_bias = self.row_bias(table)
+        c = self.config
+        if table is None and (c.band_limit > 0 or c.channel_embeddings):
+            raise ValueError("this INR's weights depend on the width (band limiting or channel embeddings): "
+                             "pass the table")
+        w_in = self._band_limited_w_in(table) if c.band_limit > 0 else self.w_in
+        row_bias = self.row_bias(table) if c.channel_embeddings else None
         return INRWeights(w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out,
                           row_bias)
 
@@ -177,11 +186,7 @@ class HyperNet(nn.Module):
         channel gives each its own free vector instead (a learned grid, as in instant-NGP), and a
         narrow network's channel takes the box average of the full-width channels it covers
         (``adaptive_avg_pool1d``: mip-mapping), so narrow widths train the averages, not the detail."""
-        embed = self.embed
-        if torch.is_grad_enabled() and embed.requires_grad:
-            return channel_row_bias(embed, table)  # a training step: fresh, differentiable
-        # Kept per table shape like the band-limited input weights, for the same reason (kernels.memo).
-        return _ROW_BIAS.get(embed, table.slots, lambda: channel_row_bias(embed, table))
+        return _at_width(_ROW_BIAS, self.embed, table, lambda: channel_row_bias(self.embed, table))
 
     @torch.no_grad()
     def with_channel_embeddings(self) -> HyperNet:
@@ -195,19 +200,10 @@ class HyperNet(nn.Module):
         return grown.train(self.training)
 
     def _band_limited_w_in(self, table: CoordTable) -> torch.Tensor:
-        """(Hd, E, H) input weights scaled by ``table``'s gains. Outside autograd the product is kept
-        per table shape (the last ``KEPT_WIDTHS``), so a served width hands the GPU dispatch the
-        same tensor every time and its device copy is reused instead of re-uploaded."""
+        """(Hd, E, H) input weights scaled by ``table``'s gains (kept per width: ``_at_width``)."""
         w_in = self.w_in
-
-        def scaled() -> torch.Tensor:
-            return w_in * band_limit_gains(table, self.config).to(w_in)[:, :, None]
-
-        if torch.is_grad_enabled() and w_in.requires_grad:
-            return scaled()  # a training step: fresh, differentiable
-        # Outside autograd the product carries no graph and is kept beside the parameter
-        # (kernels.memo), not on the module, so an EMA deepcopy or a state_dict never carries it.
-        return _SCALED_W_IN.get(w_in, table.slots, scaled)
+        return _at_width(_SCALED_W_IN, w_in, table,
+                         lambda: w_in * band_limit_gains(table, self.config).to(w_in)[:, :, None])
 
     def forward(
         self, table: CoordTable, samples: int = 1, seed: int = 0, clean_first: bool = True
