@@ -51,6 +51,20 @@ class CoordTable:
         """Row boundaries of every generated tensor, in table order: the heads of a per-block INR."""
         return (0, *(s.stop for s in self.slots))
 
+    def band_offsets(self, bands: int) -> tuple[int, ...]:
+        """Row boundaries of ``bands`` output-channel bands per generated tensor, in table order:
+        band g of a tensor with S0 output channels holds the channels whose ratio (a + 0.5) / S0 lies
+        in [g / bands, (g + 1) / bands). Rows are (a, b) row-major, so a band is a contiguous run of
+        rows, and a ratio's band is the same at every width; a band narrower than a channel may be
+        empty (several equal boundaries)."""
+        offsets = [0]
+        for slot in self.slots:
+            s0 = slot.shape[0]
+            per_channel = (slot.stop - slot.start) // s0
+            band = [((2 * a + 1) * bands) // (2 * s0) for a in range(s0)]  # floor((a + 0.5) / S0 * bands), exact
+            offsets += [slot.start + per_channel * sum(1 for b in band if b <= g) for g in range(bands)]
+        return tuple(offsets)
+
     @property
     def rows(self) -> int:
         return self.coords.shape[0]

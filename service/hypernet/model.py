@@ -35,6 +35,10 @@ class HyperNetConfig(BaseModel):
     head_per_block: bool = Field(
         False, description="one head per generated tensor (role x block) instead of one per role shared "
                            "by the blocks: more parameters, the same work per row")
+    channel_heads: int = Field(
+        1, ge=1, le=8,
+        description="heads per generated tensor, each owning a contiguous band of its output channels (by "
+                    "channel ratio, so the same band at every width): more parameters, the same work per row")
     band_limit: float = Field(
         0.0, ge=0, le=4.0,
         description="anti-aliasing of the channel-ratio frequencies at narrow widths (0: off); see band_limit_gains")
@@ -57,6 +61,8 @@ class HyperNetConfig(BaseModel):
             raise ValueError("band_limit needs head_per_block (one head per generated tensor)")
         if self.channel_embeddings and not self.head_per_block:  # a head's embeddings index one tensor's axes
             raise ValueError("channel_embeddings needs head_per_block (one head per generated tensor)")
+        if self.channel_heads > 1 and (not self.head_per_block or self.channel_embeddings):
+            raise ValueError("channel_heads > 1 needs head_per_block and no channel_embeddings")
         return self
 
 
@@ -78,7 +84,7 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
     c = config
     gains = torch.ones(len(table.slots), c.encoded_dim)
     if c.band_limit == 0:
-        return gains
+        return gains.repeat_interleave(c.channel_heads, dim=0)
     # The sin/cos columns in reference.encode's order, (Hd, F, D, 2), as a view that writes into gains.
     sincos = gains[:, c.coord_dim :].view(len(table.slots), c.num_freqs, c.coord_dim, 2)
     angular = c.band_limit * math.pi * 2.0 ** torch.arange(c.num_freqs, dtype=torch.float64)  # (F,)
@@ -89,7 +95,7 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
             size, full = slot.shape[axis], slot.full_shape[axis]
             gain = torch.exp(-0.5 * angular.square() * (1.0 / size**2 - 1.0 / full**2))  # (F,)
             sincos[h, :, 1 + axis, :] = gain[:, None].float()
-    return gains
+    return gains.repeat_interleave(c.channel_heads, dim=0)  # a tensor's channel heads share its gains
 
 
 def channel_row_bias(embed: torch.Tensor, table: CoordTable) -> torch.Tensor:
@@ -124,9 +130,10 @@ def _at_width(memo: TensorMemo, source: torch.Tensor, table: CoordTable,
     return memo.get(source, table.slots, make)
 
 
-def head_count(scope: Scope | str, head_per_block: bool) -> int:
-    """Heads of an INR over ``scope``: one per role, or one per generated tensor (role x morphed block)."""
-    return len(ROLES) * (len(morphed_blocks(scope)) if head_per_block else 1)
+def head_count(scope: Scope | str, head_per_block: bool, channel_heads: int = 1) -> int:
+    """Heads of an INR over ``scope``: one per role, or ``channel_heads`` per generated tensor
+    (role x morphed block x output-channel band)."""
+    return len(ROLES) * (len(morphed_blocks(scope)) * channel_heads if head_per_block else 1)
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -155,8 +162,13 @@ class HyperNet(nn.Module):
             self.embed = nn.Parameter(torch.zeros(hd, 2, FULL_WIDTH, h))
 
     def head_offsets(self, table: CoordTable) -> list[int]:
-        """Row boundaries of this INR's heads over ``table`` (per role, or per generated tensor)."""
-        return list(table.slot_offsets if self.config.head_per_block else table.head_offsets)
+        """Row boundaries of this INR's heads over ``table`` (per role, per generated tensor, or per
+        output-channel band of each generated tensor)."""
+        if not self.config.head_per_block:
+            return list(table.head_offsets)
+        if self.config.channel_heads > 1:
+            return list(table.band_offsets(self.config.channel_heads))
+        return list(table.slot_offsets)
 
     def role_heads(self, role: str) -> list[int]:
         """Indices of the heads that generate ``role`` (one, or one per block, in block order)."""
@@ -252,10 +264,24 @@ class HyperNet(nn.Module):
             getattr(split, name).copy_(param.repeat_interleave(blocks, dim=0))
         return split.train(self.training)
 
+    @torch.no_grad()
+    def split_channels(self, channel_heads: int) -> HyperNet:
+        """A copy with ``channel_heads`` heads per generated tensor that computes exactly the same
+        function: every band starts from its tensor's head, and training lets the bands part
+        (capacity without more work per row, as ``split_per_block``). Only a per-tensor INR splits."""
+        c = self.config
+        if not c.head_per_block or c.channel_heads != 1 or c.channel_embeddings:
+            raise ValueError("only a per-tensor INR (one head per tensor, no channel embeddings) splits by channel")
+        split = HyperNet(c.model_copy(update={"heads": c.heads * channel_heads, "channel_heads": channel_heads}))
+        for name, param in self.named_parameters():
+            getattr(split, name).copy_(param.repeat_interleave(channel_heads, dim=0))
+        return split.train(self.training)
+
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"heads={c.heads}{' (per block)' if c.head_per_block else ''}, hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
+            f"heads={c.heads}{' (per block)' if c.head_per_block else ''}"
+            f"{f' ({c.channel_heads} per tensor)' if c.channel_heads > 1 else ''}, hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
             f"{f'band_limit={c.band_limit:g}, ' if c.band_limit else ''}"
             f"out_dim={c.out_dim}, params={sum(p.numel() for p in self.parameters()):,}"
         )

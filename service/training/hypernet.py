@@ -141,22 +141,25 @@ class Trainer:
 
         ckpt = load_checkpoint(path)
         saved, wanted = ckpt.manifest.inr, self.hn.config
-        # A wider --hidden grows the saved INR and --head-per-block splits its role heads (both keep the same
-        # function, with more capacity); --noise may change (it scales the coordinate jitter, not any
+        # A wider --hidden grows the saved INR, --head-per-block splits its role heads and --channel-heads its
+        # tensors' heads (all keep the same function, with more capacity); --noise may change (it scales the coordinate jitter, not any
         # weight's shape), and so may --band-limit (exact at full width, a change only at narrower ones);
         # --channel-embeddings adds zero embeddings (the same function). Any other difference is refused.
         split = wanted.head_per_block and not saved.head_per_block
+        bands = wanted.channel_heads > 1 and saved.channel_heads == 1
         update = {"hidden": wanted.hidden, "noise": wanted.noise, "band_limit": wanted.band_limit,
                   "channel_embeddings": saved.channel_embeddings or wanted.channel_embeddings}
-        if split:
-            update |= {"heads": wanted.heads, "head_per_block": True}
+        if split or bands:
+            update |= {"heads": wanted.heads, "head_per_block": True, "channel_heads": wanted.channel_heads}
         grown = saved.model_copy(update=update)
         if grown != wanted or saved.hidden > wanted.hidden or ckpt.manifest.scope.value != self.cfg.scope:
             raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {saved}; "
                              f"this run trains a {self.cfg.scope}-scope {wanted}")
         hn = ckpt.hypernet.widened(wanted.hidden, seed=self.cfg.seed)
         if split:
-            hn = hn.split_per_block(wanted.heads // saved.heads)
+            hn = hn.split_per_block(wanted.heads // wanted.channel_heads // saved.heads)
+        if bands:
+            hn = hn.split_channels(wanted.channel_heads)
         if wanted.channel_embeddings and not hn.config.channel_embeddings:
             hn = hn.with_channel_embeddings()
         self.hn.load_state_dict(hn.state_dict())

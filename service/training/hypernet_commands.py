@@ -49,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-per-block", action="store_true",
                    help="one INR head per generated tensor (role x block) instead of per role: more parameters, "
                         "the same work per step; with --init-from a per-role INR, each block starts from its role's head")
+    p.add_argument("--channel-heads", type=int, default=1,
+                   help="heads per generated tensor, each owning a band of its output channels (needs "
+                        "--head-per-block): more parameters, the same work per step; with --init-from a "
+                        "per-tensor INR, every band starts from its tensor's head")
     p.add_argument("--noise", type=float, default=1.0, help="coordinate noise in channels (0 = none)")
     p.add_argument("--zero-init", default="conv2", choices=ZERO_INITS,
                    help="INR heads whose output layer starts at zero (conv2: blocks start as identities, "
@@ -99,7 +103,7 @@ def config_from_args(args: argparse.Namespace):
         base=str(base), out=args.out, scope=args.scope, dataset=args.dataset, data=args.data,
         steps=args.steps, warm_steps=args.warm_steps, batch=args.batch, widths_train=(lo, hi), width_sampling=args.width_sampling,
         hidden=args.hidden, layers=args.layers, freqs=args.freqs, band_limit=args.band_limit, noise=args.noise,
-        head_per_block=args.head_per_block, channel_embeddings=args.channel_embeddings,
+        head_per_block=args.head_per_block, channel_heads=args.channel_heads, channel_embeddings=args.channel_embeddings,
         embed_lr_scale=args.embed_lr_scale, zero_init=args.zero_init,
         lr=args.lr, weight_decay=args.weight_decay,
         lambda_rec=args.lambda_rec, lambda_norm=args.lambda_norm,

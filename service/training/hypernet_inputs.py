@@ -45,6 +45,7 @@ class TrainConfig:
     band_limit: float = 0.0  # anti-aliasing of channel-ratio frequencies at narrow widths (HyperNetConfig)
     noise: float = 1.0
     head_per_block: bool = False
+    channel_heads: int = 1  # heads per generated tensor, by output-channel band (needs head_per_block)
     channel_embeddings: bool = False  # a learned vector per full-width channel (HyperNetConfig)
     embed_lr_scale: float = 1.0  # the embeddings' learning rate relative to the INR's
     lr: float = 1e-3
@@ -94,8 +95,8 @@ class TrainConfig:
     def inr_config(self) -> HyperNetConfig:
         try:
             return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
-                                  band_limit=self.band_limit, heads=head_count(self.scope, self.head_per_block),
-                                  head_per_block=self.head_per_block, channel_embeddings=self.channel_embeddings)
+                                  band_limit=self.band_limit, heads=head_count(self.scope, self.head_per_block, self.channel_heads),
+                                  head_per_block=self.head_per_block, channel_heads=self.channel_heads, channel_embeddings=self.channel_embeddings)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise InvalidParameter(f"INR shape: {exc}") from exc
 

@@ -182,15 +182,17 @@ def test_a_row_bias_of_the_wrong_shape_is_refused():
         fused_inr_mean(coords, jitter, scale, offsets, weights._replace(row_bias=torch.zeros(9, 16)), 3)
 
 
-@pytest.mark.parametrize("inr_kind", [None, "per-block", "band-limited", "channel-embeddings"])
+@pytest.mark.parametrize("inr_kind", [None, "per-block", "band-limited", "channel-embeddings", "channel-heads"])
 def test_real_coordinate_table_of_a_tiny_checkpoint(tiny_ckpt_path, tmp_path, inr_kind):
     from service.hypernet import HyperNetConfig, load_checkpoint
     from service.hypernet.generate import table_for
     from tests.factories import tiny_checkpoint
 
     if inr_kind is not None:  # 36 heads, the bias heads only a few rows each: many short tiles in the schedule
-        inr = HyperNetConfig(hidden=16, layers=1, num_freqs=2, heads=36, head_per_block=True,
-                             band_limit=0.29 if inr_kind == "band-limited" else 0.0,
+        # channel heads: 4 bands per tensor, 144 heads, some empty at width 24 (layer1: 6 inner channels)
+        bands = 4 if inr_kind == "channel-heads" else 1
+        inr = HyperNetConfig(hidden=16, layers=1, num_freqs=2, heads=36 * bands, head_per_block=True,
+                             channel_heads=bands, band_limit=0.29 if inr_kind == "band-limited" else 0.0,
                              channel_embeddings=inr_kind == "channel-embeddings")
         tiny_ckpt_path = tiny_checkpoint(tmp_path / "per-block.safetensors", inr=inr)
     ckpt = load_checkpoint(tiny_ckpt_path)

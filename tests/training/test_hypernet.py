@@ -295,6 +295,24 @@ def test_channel_embeddings_added_in_a_continuation_keep_every_width_learn_and_s
     assert load_checkpoint(new).manifest.inr.channel_embeddings
 
 
+def test_channel_heads_split_in_a_continuation_keep_every_width_part_and_ship(tmp_path):
+    old = shipped_tiny(tmp_path, scope="all")  # one head per role: split per block, then per band
+    prior = load_checkpoint(old)
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "bands"), head_per_block=True, channel_heads=2,
+                                  steps=2, warm_steps=0, lr=1e-2, init_from=str(old)))
+    assert trainer.hn.config.heads == 2 * 4 * 9
+    for width in (8, 64):
+        before = generated_tensors(prior.hypernet, "all", width, 1, 10, seed=None)
+        after = generated_tensors(trainer.hn, "all", width, 1, 10, seed=None)
+        assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before)
+    trainer.run()
+    w = trainer.hn.w_hidden.detach()
+    assert not torch.equal(w[0::2], w[1::2])  # the two bands of each tensor moved apart
+    new = tmp_path / "bands.safetensors"
+    ship(tmp_path / "bands", tmp_path / "base.safetensors", new, samples=1, threads=1, allow_inert=True)
+    assert load_checkpoint(new).manifest.inr.channel_heads == 2
+
+
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
     old = shipped_tiny(tmp_path)
     with pytest.raises(ValueError, match="last-scope"):
