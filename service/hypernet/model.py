@@ -166,9 +166,7 @@ class HyperNet(nn.Module):
         output-channel band of each generated tensor)."""
         if not self.config.head_per_block:
             return list(table.head_offsets)
-        if self.config.channel_heads > 1:
-            return list(table.band_offsets(self.config.channel_heads))
-        return list(table.slot_offsets)
+        return list(table.band_offsets(self.config.channel_heads))  # one band: the tensors' own boundaries
 
     def role_heads(self, role: str) -> list[int]:
         """Indices of the heads that generate ``role`` (one, or one per block, in block order)."""

@@ -33,13 +33,15 @@ def randomised(inr: HyperNet, seed: int = 0) -> HyperNet:
     return inr
 
 
-@pytest.mark.parametrize("bands", [2, 3, 4])
+@pytest.mark.parametrize("bands", [1, 2, 3, 4])
 @pytest.mark.parametrize("width", [8, 13, FULL_WIDTH])
 def test_each_band_holds_the_rows_whose_output_channel_ratio_lies_in_it(bands, width):
     t = table(width)
     offsets = t.band_offsets(bands)
     assert len(offsets) == len(t.slots) * bands + 1 and offsets[-1] == t.rows
     assert list(offsets) == sorted(offsets)
+    if bands == 1:  # a head per tensor
+        assert offsets == t.slot_offsets
     for s, slot in enumerate(t.slots):
         assert offsets[s * bands] == slot.start and offsets[(s + 1) * bands] == slot.stop
         for g in range(bands):
