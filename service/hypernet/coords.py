@@ -61,8 +61,12 @@ class CoordTable:
         for slot in self.slots:
             s0 = slot.shape[0]
             per_channel = (slot.stop - slot.start) // s0
-            band = [((2 * a + 1) * bands) // (2 * s0) for a in range(s0)]  # floor((a + 0.5) / S0 * bands), exact
-            offsets += [slot.start + per_channel * sum(1 for b in band if b <= g) for g in range(bands)]
+            for g in range(bands):
+                # Channels in bands 0..g: a with (a + 0.5) / S0 < (g + 1) / bands, i.e.
+                # a < (2 S0 (g + 1) / bands - 1) / 2, counted in integers (a ceiling division) so no
+                # float rounding moves a boundary.
+                below = min(s0, max(0, -(-(2 * s0 * (g + 1) - bands) // (2 * bands))))
+                offsets.append(slot.start + per_channel * below)
         return tuple(offsets)
 
     @property

@@ -84,7 +84,7 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
     c = config
     gains = torch.ones(len(table.slots), c.encoded_dim)
     if c.band_limit == 0:
-        return gains.repeat_interleave(c.channel_heads, dim=0)
+        return gains.repeat_interleave(c.channel_heads, dim=0)  # a tensor's channel heads share its gains
     # The sin/cos columns in reference.encode's order, (Hd, F, D, 2), as a view that writes into gains.
     sincos = gains[:, c.coord_dim :].view(len(table.slots), c.num_freqs, c.coord_dim, 2)
     angular = c.band_limit * math.pi * 2.0 ** torch.arange(c.num_freqs, dtype=torch.float64)  # (F,)
@@ -256,11 +256,7 @@ class HyperNet(nn.Module):
         grouped by role, then block, so role r's block b is head r * blocks + b."""
         if self.config.head_per_block:
             raise ValueError("this INR already has a head per block")
-        split = HyperNet(self.config.model_copy(update={"heads": self.config.heads * blocks,
-                                                        "head_per_block": True}))
-        for name, param in self.named_parameters():
-            getattr(split, name).copy_(param.repeat_interleave(blocks, dim=0))
-        return split.train(self.training)
+        return self._each_head_repeated(blocks, {"head_per_block": True})
 
     @torch.no_grad()
     def split_channels(self, channel_heads: int) -> HyperNet:
@@ -270,16 +266,22 @@ class HyperNet(nn.Module):
         c = self.config
         if not c.head_per_block or c.channel_heads != 1 or c.channel_embeddings:
             raise ValueError("only a per-tensor INR (one head per tensor, no channel embeddings) splits by channel")
-        split = HyperNet(c.model_copy(update={"heads": c.heads * channel_heads, "channel_heads": channel_heads}))
+        return self._each_head_repeated(channel_heads, {"channel_heads": channel_heads})
+
+    def _each_head_repeated(self, times: int, update: dict) -> HyperNet:
+        """A copy whose config takes ``update`` and ``times`` as many heads, head h's parameters
+        copied to heads h * times .. h * times + times - 1: the same function, the heads free to part."""
+        split = HyperNet(self.config.model_copy(update={**update, "heads": self.config.heads * times}))
         for name, param in self.named_parameters():
-            getattr(split, name).copy_(param.repeat_interleave(channel_heads, dim=0))
+            getattr(split, name).copy_(param.repeat_interleave(times, dim=0))
         return split.train(self.training)
 
     def extra_repr(self) -> str:
         c = self.config
         return (
             f"heads={c.heads}{' (per block)' if c.head_per_block else ''}"
-            f"{f' ({c.channel_heads} per tensor)' if c.channel_heads > 1 else ''}, hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
+            f"{f' ({c.channel_heads} per tensor)' if c.channel_heads > 1 else ''}, "
+            f"hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
             f"{f'band_limit={c.band_limit:g}, ' if c.band_limit else ''}"
             f"out_dim={c.out_dim}, params={sum(p.numel() for p in self.parameters()):,}"
         )

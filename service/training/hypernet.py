@@ -141,9 +141,9 @@ class Trainer:
 
         ckpt = load_checkpoint(path)
         saved, wanted = ckpt.manifest.inr, self.hn.config
-        # A wider --hidden grows the saved INR, --head-per-block splits its role heads and --channel-heads its
-        # tensors' heads (all keep the same function, with more capacity); --noise may change (it scales the coordinate jitter, not any
-        # weight's shape), and so may --band-limit (exact at full width, a change only at narrower ones);
+        # A wider --hidden grows the saved INR, --head-per-block splits its role heads and --channel-heads
+        # its tensors' heads (all keep the same function, with more capacity); --noise may change (it
+        # scales the coordinate jitter, not any weight's shape), and so may --band-limit (exact at full width, a change only at narrower ones);
         # --channel-embeddings adds zero embeddings (the same function). Any other difference is refused.
         split = wanted.head_per_block and not saved.head_per_block
         bands = wanted.channel_heads > 1 and saved.channel_heads == 1

@@ -95,8 +95,10 @@ class TrainConfig:
     def inr_config(self) -> HyperNetConfig:
         try:
             return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
-                                  band_limit=self.band_limit, heads=head_count(self.scope, self.head_per_block, self.channel_heads),
-                                  head_per_block=self.head_per_block, channel_heads=self.channel_heads, channel_embeddings=self.channel_embeddings)
+                                  band_limit=self.band_limit,
+                                  heads=head_count(self.scope, self.head_per_block, self.channel_heads),
+                                  head_per_block=self.head_per_block, channel_heads=self.channel_heads,
+                                  channel_embeddings=self.channel_embeddings)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise InvalidParameter(f"INR shape: {exc}") from exc
 
