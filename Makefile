@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench gpu-prepare clean
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: install  ## the whole suite, slow tests included (~minutes on 2 cores)
 bench: install
 	$(PY) -m service.export.bench
 	$(PY) -m kernels.bench --device cpu --quick
+
+gpu-prepare:  ## fill data/fmnist and .whl for a lent GPU's one call (docs/GPU.md)
+	bash deploy/gpu/prepare.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
