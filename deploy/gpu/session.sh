@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # One lent-GPU session in one device call (run deploy/gpu/prepare.sh here first; docs/GPU.md):
-#   1. the CUDA-only tests: compiled Triton against the PyTorch reference        -> session.log
+#   1. the CUDA-only tests: compiled Triton against the PyTorch reference
 #   2. continuations of the shipped `resnet20` INR, the CPU sessions' recipe at GPU step counts,
 #      one per variant, side by side (small kernels leave the GPU mostly idle: on the H100 three
 #      runs together made 30 steps/s each against 44 alone); each variant's best EMA weights are
 #      shipped and compared, paired on the test set, with the shipped checkpoint
-#                                                    -> train-V.log, resnet20-V.safetensors, compare-V.json
-#   3. the kernel benchmark at width 64                                           -> bench.txt
-# Everything lands in $OUT (the device tool's folder; ./gpu-out elsewhere): at most 8 files, the
-# device tool's limit, so at most two variants.
-# Knobs (environment): VARIANTS ("h128 h160"; h128: the recipe as is, h160: the INR grown to hidden
-# 160 first, Net2Net; a shipped h160 is about 14.5 MB, under the 16 MB a file may come back in, which
-# hidden 192 is not), TRAIN_MINUTES (4), BATCH (512), LR (2e-3), SEED (31), DEVICE (cuda), THREADS
-# (4 per run), VAL_EVERY (1000), VAL_LIMIT (5000), DATA (data/fmnist), RUNS (runs), PY (python3),
-# GPU_TESTS / BENCH (1; 0 skips), COMPARE_LIMIT (first N test images; empty: all).
+#   3. the kernel benchmark at width 64
+# What comes back in $OUT (the device tool's folder; ./gpu-out elsewhere), within the tool's limits
+# (8 files, 16 MB each, 64 MB in all): session.log, resnet20-V.safetensors per variant, and
+# logs.tgz (train-V.log, compare-V.json and the run's log.jsonl per variant, bench.txt).
+# Variants: h128 (the recipe as is), h160 (the INR grown to hidden 160 first, Net2Net: 13.4 MB
+# shipped; hidden 192 would be 18.7, over a file's 16 MB), emb (channel embeddings at 10x the
+# learning rate: a learned vector per full-width channel; 11.3 MB).
+# Knobs (environment): VARIANTS ("h128 h160 emb"), TRAIN_MINUTES (4), BATCH (512), LR (2e-3), SEED
+# (31, then one more per variant), DEVICE (cuda), THREADS (4 per run), VAL_EVERY (1000), VAL_LIMIT
+# (5000), DATA (data/fmnist), RUNS (runs), PY (python3), GPU_TESTS / BENCH (1; 0 skips),
+# COMPARE_LIMIT (first N test images; empty: all).
 # The step timeouts bound a default call to about 8.5 minutes: give the device call timeout_s 590.
 set -uo pipefail  # not -e: a failed step is logged and the later ones still run
 cd "$(dirname "$0")/../.."
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
-VARIANTS=${VARIANTS:-h128 h160}
+VARIANTS=${VARIANTS:-h128 h160 emb}
 TRAIN_MINUTES=${TRAIN_MINUTES:-4}
 BATCH=${BATCH:-512}
 LR=${LR:-2e-3}
@@ -41,10 +43,14 @@ variant_args() {  # the flags a variant adds to the recipe
   case $1 in
     h128) echo "--hidden 128" ;;
     h160) echo "--hidden 160" ;;
-    *) echo "unknown variant '$1' (h128, h160)" >&2; return 1 ;;
+    emb) echo "--hidden 128 --channel-embeddings --embed-lr-scale 10" ;;
+    *) echo "unknown variant '$1' (h128, h160, emb)" >&2; return 1 ;;
   esac
 }
 for v in $VARIANTS; do variant_args "$v" > /dev/null || exit 2; done
+LOGS=$OUT/logs  # packed into logs.tgz on exit: one file back instead of three per variant
+pack_logs() { tar -czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$LOGS"; }
+mkdir -p "$LOGS" && trap pack_logs EXIT
 
 if ! $PY -c "import pydantic_settings, fast_tsp, uvicorn" 2> /dev/null; then  # the image lacks them (prepare.sh)
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -80,12 +86,15 @@ train() {  # variant seed: continue the shipped INR, then ship its best EMA weig
     --lambda-rec 0 --lambda-kd 1 --warm-steps 0 --steps 1000000 --val-every "$VAL_EVERY" --val-limit "$VAL_LIMIT" \
     --ckpt-every "$VAL_EVERY" --no-progress --noise 0 --ema-decay 0.998 --band-limit 0.2887 \
     --weight-decay 0 --lr "$LR" --batch "$BATCH" --seed "$seed" --threads "$THREADS" --device "$DEVICE" \
-    --data "$DATA" --max-minutes "$TRAIN_MINUTES" --out "$run" > "$OUT/train-$v.log" 2>&1 || return 1
+    --data "$DATA" --max-minutes "$TRAIN_MINUTES" --out "$run" > "$LOGS/train-$v.log" 2>&1 || return 1
   $PY -m service.training.ship --run "$run" --base "$TEACHER" --samples 1 --threads "$THREADS" \
-    --out "$OUT/resnet20-$v.safetensors" >> "$OUT/train-$v.log" 2>&1 || return 1
+    --out "$OUT/resnet20-$v.safetensors" >> "$LOGS/train-$v.log" 2>&1 || return 1
   neumeta compare "$OUT/resnet20-$v.safetensors" "$SHIPPED" --data "$DATA" --device "$DEVICE" \
-    --threads "$THREADS" ${COMPARE_LIMIT:+--limit "$COMPARE_LIMIT"} --out "$OUT/compare-$v.json" \
-    >> "$OUT/train-$v.log" 2>&1
+    --threads "$THREADS" ${COMPARE_LIMIT:+--limit "$COMPARE_LIMIT"} --out "$LOGS/compare-$v.json" \
+    >> "$LOGS/train-$v.log" 2>&1
+  local status=$?
+  cp "$run/log.jsonl" "$LOGS/history-$v.jsonl" 2> /dev/null
+  return $status
 }
 
 step "train: $VARIANTS side by side, $TRAIN_MINUTES min each (batch $BATCH, lr $LR, seeds from $SEED)"
@@ -93,13 +102,13 @@ pids=() seed=$SEED
 for v in $VARIANTS; do train "$v" "$seed" & pids+=($!); seed=$((seed + 1)); done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-for v in $VARIANTS; do echo "-- $v"; tail -12 "$OUT/train-$v.log"; done
+for v in $VARIANTS; do echo "-- $v"; tail -12 "$LOGS/train-$v.log"; done
 echo "train exit $status"
 
 if [[ ${BENCH:-1} == 1 ]]; then
   step "kernel benchmark, width 64"
   timeout 75 $PY -m kernels.bench --device "$DEVICE" --width 64 --inr shipped,banded,embedded --methods triton,eager \
-    > "$OUT/bench.txt" 2>&1
-  echo "bench exit $?"; tail -25 "$OUT/bench.txt"
+    > "$LOGS/bench.txt" 2>&1
+  echo "bench exit $?"; tail -25 "$LOGS/bench.txt"
 fi
 step "done"

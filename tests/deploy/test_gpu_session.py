@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -36,15 +37,22 @@ def test_the_session_trains_ships_and_compares_into_out(tmp_path):
                               VAL_LIMIT="300", COMPARE_LIMIT="100", GPU_TESTS="0", BENCH="0")
     assert status == 0 and "train exit 0" in log, log
     out = tmp_path / "out"
-    for variant, hidden in (("h128", 128), ("h160", 160)):  # trained side by side
+    with tarfile.open(out / "logs.tgz") as logs:
+        logs.extractall(tmp_path / "unpacked", filter="data")
+    for variant, hidden, embedded in (("h128", 128, False), ("h160", 160, False), ("emb", 128, True)):
         shipped = load_checkpoint(out / f"resnet20-{variant}.safetensors")
-        assert shipped.manifest.arch == "resnet20" and shipped.hypernet.config.hidden == hidden
+        config = shipped.hypernet.config
+        assert shipped.manifest.arch == "resnet20" and (config.hidden, config.channel_embeddings) == (hidden, embedded)
         assert shipped.short_sha != load_checkpoint(SHIPPED).short_sha
         assert shipped.path.stat().st_size < 16e6  # the most the device tool brings back in one file
-        result = json.loads((out / f"compare-{variant}.json").read_text())
+        result = json.loads((tmp_path / f"unpacked/logs/compare-{variant}.json").read_text())
         assert result["new"] == shipped.short_sha and result["images"] == 100
         assert [r["width"] for r in result["rows"]] == [8, 16, 32, 48, 64]
-    assert len(list(out.iterdir())) == 7  # the device tool brings back at most 8 files
+        assert (tmp_path / f"unpacked/logs/history-{variant}.jsonl").read_text().count('"step"') >= 1
+    # The device tool brings back at most 8 files, no folder among them.
+    assert sorted(p.name for p in out.iterdir()) == [
+        "logs.tgz", "resnet20-emb.safetensors", "resnet20-h128.safetensors", "resnet20-h160.safetensors",
+        "session.log"]
 
 
 def test_an_unknown_variant_is_refused_before_anything_runs(tmp_path):
@@ -57,3 +65,4 @@ def test_the_session_says_how_to_get_missing_data(tmp_path):
     status, log = run_session(tmp_path, 60, DATA=str(tmp_path / "nowhere"))
     assert status == 2 and "run deploy/gpu/prepare.sh" in log
     assert not list((tmp_path / "runs").iterdir())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["logs.tgz", "session.log"]
