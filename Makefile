@@ -29,8 +29,8 @@ bench: install
 	$(PY) -m service.export.bench
 	$(PY) -m kernels.bench --device cpu --quick
 
-gpu-prepare:  ## fill data/fmnist and .whl for a lent GPU's one call (docs/GPU.md)
-	bash deploy/gpu/prepare.sh
+gpu-prepare: install  ## fill data/fmnist and .whl for a lent GPU's one call (docs/GPU.md)
+	PY=$(PY) bash deploy/gpu/prepare.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -7,24 +7,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+PY=${PY:-.venv/bin/python}  # the tested environment (make install): file names and versions come from it
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
-# The versions this checkout is tested with; the image's own numpy, torch, triton, safetensors,
-# onnx, onnxruntime, httpx, tqdm, click and h11 are used as they are.
-WHEELS=${WHEELS:-"pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4
-  annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 fast-tsp==0.2.2
-  fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 redis==8.1.0 pytest-asyncio==1.5.0"}
+# The image's own numpy, torch, triton, safetensors, onnx, onnxruntime, httpx, tqdm, click and h11
+# are used as they are; these it lacks.
+PACKAGES="pydantic pydantic-core pydantic-settings python-dotenv annotated-types typing-inspection
+  typing-extensions fast-tsp fastapi starlette uvicorn redis pytest-asyncio"
 
 mkdir -p data/fmnist .whl
-for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
-  [[ -f "$DATA/$f.gz" ]] || { echo "missing $DATA/$f.gz: apt-get install dataset-fashion-mnist, or DATA=dir" >&2; exit 2; }
-  cp "$DATA/$f.gz" data/fmnist/
+FILES=$($PY -c "from service.training.data import FMNIST_FILES; print(*(f for p in FMNIST_FILES.values() for f in p))")
+for f in $FILES; do
+  [[ -f "$DATA/$f" ]] || { echo "missing $DATA/$f: apt-get install dataset-fashion-mnist, or DATA=dir" >&2; exit 2; }
+  cp "$DATA/$f" data/fmnist/
 done
 
+# Pinned to the versions installed where the tests pass.
+# shellcheck disable=SC2086  # PACKAGES is a list
+PINNED=$($PY -c "import sys; from importlib.metadata import version; print(*(f'{n}=={version(n)}' for n in sys.argv[1:]))" \
+  $PACKAGES)
 rm -f .whl/*.whl  # one version of each: two stop the whole install there
-# shellcheck disable=SC2086  # WHEELS is a list
+# shellcheck disable=SC2086  # PINNED is a list
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .whl $WHEELS
+  -d .whl $PINNED
 
 du -sh data/fmnist .whl
 echo "ready: carry [\".whl\", \"data/fmnist\"] and run: bash deploy/gpu/session.sh"
