@@ -25,5 +25,6 @@ class LoadedCheckpoint(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     checkpoints: list[LoadedCheckpoint]
-    cache: Literal["ok", "degraded", "disabled"]
+    cache: Literal["ok", "degraded"]  # degraded: Redis configured but down (requests still succeed)
+    redis: Literal["ok", "degraded", "disabled"]  # disabled: no NEUMETA_REDIS_URL, embedded cache only
     backend: str

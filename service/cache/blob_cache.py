@@ -10,8 +10,9 @@ Use from the app (one instance per process, opened and closed by the lifespan)::
     # x_cache is "hit" | "miss" | "coalesced" -> the X-Cache header
 
     blob = await cache.get(key)                   # lookup only (HEAD / If-None-Match); None if absent
-    await cache.ping()                            # /readyz: live PING -> "ok" | "degraded" | "disabled"
-    cache.status()                                # the same answer from the last call, without I/O
+    await cache.ping()                            # /readyz: live PING of the Redis tier, if any
+    cache.status()                                # the whole cache: "ok" | "degraded" (Redis down), no I/O
+    cache.redis_status()                          # the Redis tier: "ok" | "degraded" | "disabled"
     await cache.aclose()                          # lifespan shutdown
 
 While Redis is unreachable every call still succeeds (memory tier + ``create``), ``status()`` is
@@ -162,14 +163,19 @@ class BlobCache:
 
     # -- health and lifecycle -------------------------------------------------------------------
 
-    def status(self) -> Literal["ok", "degraded", "disabled"]:
+    def status(self) -> Literal["ok", "degraded"]:
+        """The cache as a whole: the embedded tier always works, so only a configured Redis that is
+        down degrades it (requests still succeed, generating instead)."""
+        return "degraded" if self.redis_status() == "degraded" else "ok"
+
+    def redis_status(self) -> Literal["ok", "degraded", "disabled"]:
         return "disabled" if self.redis is None else self.redis.status()
 
     async def ping(self) -> Literal["ok", "degraded", "disabled"]:
-        """Probe Redis now (for /readyz and start-up) and return the resulting status."""
+        """Probe Redis now (for /readyz and start-up) and return the Redis tier's status."""
         if self.redis is not None:
             await self.redis.ping()
-        return self.status()
+        return self.redis_status()
 
     async def aclose(self) -> None:
         if self.redis is not None:

@@ -20,7 +20,7 @@ def test_readyz_lists_checkpoints_and_cache(live_service):
     sha = hashlib.sha256(live_service.checkpoint.read_bytes()).hexdigest()
     assert r.status_code == 200
     assert r.json() == {"status": "ready", "checkpoints": [{"arch": "resnet20", "checkpoint": sha[:12]}],
-                        "cache": "disabled", "backend": "torch"}
+                        "cache": "ok", "redis": "disabled", "backend": "torch"}
 
 
 def test_readyz_is_503_without_checkpoints(make_live_service, tmp_path):

@@ -24,7 +24,9 @@ def model(service: str, width: int) -> httpx.Response:
 def ready_cache(service: str) -> str:
     r = httpx.get(f"{service}/readyz", timeout=10)
     assert r.status_code == 200  # Redis is an optimisation: never "not ready" because of it
-    return r.json()["cache"]
+    body = r.json()
+    assert body["cache"] == body["redis"]  # with Redis configured the cache is as healthy as its Redis tier
+    return body["cache"]
 
 
 def wait_for_cache_state(service: str, state: str, timeout_s: float = 10) -> None:

@@ -24,5 +24,5 @@ async def readyz(service: ServiceDep) -> JSONResponse:
     await cache.ping()  # refreshes the degraded flag, bounded by the Redis socket timeout
     loaded = [LoadedCheckpoint(arch=arch, checkpoint=catalog.get(arch).short_sha) for arch in catalog.ids()]
     body = Readiness(status="ready" if loaded else "not_ready", checkpoints=loaded, cache=cache.status(),
-                     backend=service.backend)
+                     redis=cache.redis_status(), backend=service.backend)
     return JSONResponse(body.model_dump(), status_code=200 if loaded else 503)
