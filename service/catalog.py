@@ -8,6 +8,7 @@ from typing import Any
 
 from service.archs import param_count
 from service.errors import CheckpointError, UnknownArch
+from service.export import DTYPES, predict_size
 from service.hypernet.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -41,7 +42,8 @@ class Catalog:
         return len(self._by_id)
 
     def describe(self) -> dict[str, Any]:
-        # A parameter count per allowed width costs ~6 ms: too much to redo on every GET /archs.
+        # A parameter count and three ONNX sizes per allowed width cost about 0.6 s per checkpoint:
+        # too much to redo on every GET /archs (whose handler runs in the threadpool, off the loop).
         if self._description is None:
             self._description = {arch: describe(self._by_id[arch]) for arch in self.ids()}
         return self._description
@@ -63,5 +65,7 @@ def describe(ckpt: Checkpoint) -> dict[str, Any]:
         "default_samples": m.default_samples,
         "checkpoint": ckpt.short_sha,
         "params": {str(w): param_count(m.scope, w, m.in_channels, m.num_classes) for w in range(lo, hi + 1)},
+        # Exact ONNX file sizes at the default K, per dtype and width: what `max_bytes` selects against.
+        "bytes": {dtype: {str(w): predict_size(m, w, dtype) for w in range(lo, hi + 1)} for dtype in DTYPES},
         "evaluation": m.evaluation,
     }
