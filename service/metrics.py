@@ -40,6 +40,17 @@ class Metrics:
         self.cache_degraded = Gauge(
             "neumeta_cache_degraded", "1 while the Redis tier is unreachable.", registry=r
         )
+        # Read from the embedded tier at scrape time (BlobCache wires them): no bookkeeping per put.
+        self.cache_memory_bytes = Gauge(
+            "neumeta_cache_memory_bytes", "Bytes of model blobs held by the embedded (in-process) cache.", registry=r
+        )
+        self.cache_memory_entries = Gauge(
+            "neumeta_cache_memory_entries", "Model blobs held by the embedded (in-process) cache.", registry=r
+        )
+        self.checkpoint_info = Gauge(
+            "neumeta_checkpoint_info", "1 per loaded checkpoint: which checkpoint (first 12 hex of its "
+            "SHA-256) serves each arch on this replica.", ["arch", "checkpoint"], registry=r,
+        )
         self.bytes_served = Counter(
             "neumeta_bytes_served", "Model bytes sent in response bodies.", registry=r
         )

@@ -33,6 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     for arch in catalog.ids():  # the default width's coordinate table is the most requested one
         ckpt = catalog.get(arch)
         table_for(ckpt, ckpt.manifest.default_width)
+        app.state.metrics.checkpoint_info.labels(arch=arch, checkpoint=ckpt.short_sha).set(1)
     if not len(catalog):
         log.warning("no checkpoint loaded: /readyz answers 503 until one is configured",
                     extra={"checkpoint_dir": str(settings.checkpoint_dir)})

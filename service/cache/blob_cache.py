@@ -67,6 +67,8 @@ def lock_key(key: str) -> str:
 class BlobCache:
     def __init__(self, settings: Settings, metrics: Metrics, *, redis_probe_interval_s: float = 1.0):
         self.memory = MemoryLRU(settings.cache_max_bytes)
+        metrics.cache_memory_bytes.set_function(lambda: self.memory.nbytes)
+        metrics.cache_memory_entries.set_function(lambda: len(self.memory))
         self.redis: RedisTier | None = None
         if settings.redis_url:
             self.redis = RedisTier(

@@ -11,8 +11,9 @@ from service.archs import param_count
 
 
 def test_healthz(live_service):
-    r = httpx.get(f"{live_service}/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    for path in ("/healthz", "/livez"):  # /livez: the same probe under the Kubernetes/BentoML name
+        r = httpx.get(f"{live_service}{path}")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
 def test_readyz_lists_checkpoints_and_cache(live_service):
@@ -46,7 +47,7 @@ def test_archs_describes_the_catalog(live_service):
 
 
 def test_metrics_count_requests_by_route_template(live_service):
-    httpx.get(f"{live_service}/model", params={"arch": "resnet20", "width": 8})
+    blob = httpx.get(f"{live_service}/model", params={"arch": "resnet20", "width": 8}).content
     httpx.get(f"{live_service}/model", params={"arch": "resnet20", "width": 99})
     httpx.get(f"{live_service}/random/path/123")
     r = httpx.get(f"{live_service}/metrics")
@@ -63,3 +64,8 @@ def test_metrics_count_requests_by_route_template(live_service):
     assert samples[("neumeta_generation_duration_seconds_count", (("arch", "resnet20"), ("backend", "torch")))] == 1
     assert samples[("neumeta_cache_events_total", (("event", "miss"), ("tier", "memory")))] == 1
     assert samples[("neumeta_generations_in_flight", ())] == 0
+    # The embedded cache holds exactly the one blob served; the checkpoint in use is named.
+    assert samples[("neumeta_cache_memory_entries", ())] == 1
+    assert samples[("neumeta_cache_memory_bytes", ())] == len(blob)
+    sha = hashlib.sha256(live_service.checkpoint.read_bytes()).hexdigest()[:12]
+    assert samples[("neumeta_checkpoint_info", (("arch", "resnet20"), ("checkpoint", sha)))] == 1

@@ -1,4 +1,5 @@
-"""``GET /healthz`` (the process answers) and ``GET /readyz`` (it can serve models)."""
+"""``GET /healthz`` (the process answers; ``/livez`` is the same probe under the Kubernetes and
+BentoML name) and ``GET /readyz`` (it can serve models)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
+@router.get("/livez", include_in_schema=False)
 async def healthz() -> Health:
     """Liveness: the process is up and its event loop answers."""
     return Health()
