@@ -45,12 +45,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from service.archs import FULL_WIDTH, ROLES, ResNet20, inner_widths, tensor_specs
+from service.archs import FULL_WIDTH, ResNet20, inner_widths, tensor_specs
 from service.hypernet import HyperNet
 from service.training.data import augment, epoch_order, normalize
 from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
 from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
+from service.training.inr_start import continued_inr, zero_init
 from service.training.objective import (
     distillation,
     full_state,
@@ -83,25 +84,11 @@ class Trainer:
         self.splits = load_splits(cfg)
         torch.manual_seed(cfg.seed)  # identical initial INR on every rank (drawn on the CPU, then moved)
         self.hn = HyperNet(cfg.inr_config()).to(self.device)
-        if cfg.zero_init != "none":
-            # Zero output layer => generated tensors start at 0. "all": every morphed block starts as
-            # the identity (relu(0 + x) = x for x >= 0), so the fixed layers alone form a working
-            # network; random outputs start the blocks with random biases that kill the ReLUs
-            # (measured: CE stuck at ln 10 = 2.30 for 60+ steps). "bias": only the bias heads start at
-            # 0, the weight heads keep their random init (weights start small but not zero).
-            # "conv2" (the one that trains): conv2 heads start at 0 so blocks start as identities, and
-            # conv1 weights start at He scale. Zeroing both convs is a saddle: conv1 gets no gradient
-            # through a zero conv2, conv2 none from a zero conv1 (measured: CE flat at 2.29).
-            zero = {"all": ROLES, "bias": ("conv1.bias", "conv2.bias"),
-                    "conv2": ("conv1.bias", "conv2.weight", "conv2.bias")}[cfg.zero_init]
-            heads = [h for role in zero for h in self.hn.role_heads(role)]
-            with torch.no_grad():
-                self.hn.w_out[heads] = 0.0
-                self.hn.b_out[heads] = 0.0
-                if cfg.zero_init == "conv2":
-                    self._he_scale_conv1()
+        zero_init(self.hn, cfg.zero_init, cfg.scope, self.in_ch, self.n_cls)
         if cfg.init_from:
-            self._continue_checkpoint(cfg.init_from)
+            hn, fixed = continued_inr(cfg.init_from, self.hn.config, cfg.scope, cfg.seed)
+            self.hn.load_state_dict(hn.state_dict())
+            self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in fixed.items()}}
         self.ema = copy.deepcopy(self.hn).requires_grad_(False)
         groups = [{"params": [p for n, p in self.hn.named_parameters() if n != "embed"], "lr_scale": 1.0}]
         if self.hn.config.channel_embeddings:
@@ -131,49 +118,6 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._resume()
-
-    @torch.no_grad()
-    def _continue_checkpoint(self, path: str) -> None:
-        """Start from a shipped checkpoint: its INR weights, and its fixed layers in place of the
-        base's (the INR was trained against those). ``--base`` stays the teacher and the
-        reconstruction target, so a better base can keep teaching an INR trained on an older one."""
-        from service.hypernet import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        saved, wanted = ckpt.manifest.inr, self.hn.config
-        # A wider --hidden grows the saved INR, --head-per-block splits its role heads and --channel-heads
-        # its tensors' heads (all keep the same function, with more capacity); --noise may change (it
-        # scales the coordinate jitter, not any weight's shape), and so may --band-limit (exact at full width, a change only at narrower ones);
-        # --channel-embeddings adds zero embeddings (the same function). Any other difference is refused.
-        split = wanted.head_per_block and not saved.head_per_block
-        bands = wanted.channel_heads > 1 and saved.channel_heads == 1
-        update = {"hidden": wanted.hidden, "noise": wanted.noise, "band_limit": wanted.band_limit,
-                  "channel_embeddings": saved.channel_embeddings or wanted.channel_embeddings}
-        if split or bands:
-            update |= {"heads": wanted.heads, "head_per_block": True, "channel_heads": wanted.channel_heads}
-        grown = saved.model_copy(update=update)
-        if grown != wanted or saved.hidden > wanted.hidden or ckpt.manifest.scope.value != self.cfg.scope:
-            raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {saved}; "
-                             f"this run trains a {self.cfg.scope}-scope {wanted}")
-        hn = ckpt.hypernet.widened(wanted.hidden, seed=self.cfg.seed)
-        if split:
-            hn = hn.split_per_block(wanted.heads // wanted.channel_heads // saved.heads)
-        if bands:
-            hn = hn.split_channels(wanted.channel_heads)
-        if wanted.channel_embeddings and not hn.config.channel_embeddings:
-            hn = hn.with_channel_embeddings()
-        self.hn.load_state_dict(hn.state_dict())
-        self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in ckpt.fixed.items()}}
-
-    @torch.no_grad()
-    def _he_scale_conv1(self) -> None:
-        """Rescale the conv1-weight head so its full-width tensors start at std sqrt(2 / fan_in)."""
-        gen = generated_tensors(self.hn, self.cfg.scope, FULL_WIDTH, self.in_ch, self.n_cls, seed=None)
-        ratios = [(2.0 / t[0].numel()) ** 0.5 / float(t.std()) for k, t in gen.items() if k.endswith("conv1.weight")]
-        heads = self.hn.role_heads("conv1.weight")
-        scale = sum(ratios) / len(ratios)
-        self.hn.w_out[heads] *= scale
-        self.hn.b_out[heads] *= scale
 
     @property
     def total_steps(self) -> int:
