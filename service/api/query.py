@@ -67,11 +67,8 @@ def parse_model_query(params: QueryParams) -> ModelQuery:
     if dtype not in DTYPES:
         raise InvalidParameter(f"dtype must be one of {', '.join(DTYPES)}, got {_show(dtype)}")
     chosen = [name for name in SELECTORS if name in params]
-    if len(chosen) != 1:
-        raise InvalidParameter(
-            "give exactly one of width, max_params or max_bytes"
-            + (f" (got {', '.join(chosen)})" if chosen else "")
-        )
+    if len(chosen) > 1:  # none is fine: the arch's default width (GET /archs)
+        raise InvalidParameter(f"give at most one of width, max_params or max_bytes (got {', '.join(chosen)})")
     values = {name: parse_int(name, params[name]) for name in ("width", "samples", "max_params", "max_bytes")
               if name in params}
     for name in ("max_params", "max_bytes"):

@@ -31,6 +31,8 @@ def resolve_width(ckpt: Checkpoint, query: ModelQuery, samples: int) -> int:
     lo, hi = m.widths_allowed.min, m.widths_allowed.max
     if query.width is not None:
         width = query.width
+    elif query.max_params is None and query.max_bytes is None:
+        width = m.default_width  # no selector: what GET /archs lists as the default
     elif query.max_params is not None:
         fits = _largest_fitting(lo, hi, lambda w: param_count(m.scope, w, m.in_channels, m.num_classes),
                                 query.max_params)
@@ -40,7 +42,7 @@ def resolve_width(ckpt: Checkpoint, query: ModelQuery, samples: int) -> int:
                                   f"(the smallest, width {lo}, has {smallest} parameters)")
         width = fits
     else:
-        assert query.max_bytes is not None  # parse_model_query guarantees exactly one selector
+        assert query.max_bytes is not None  # parse_model_query allows at most one selector
         fits = _largest_fitting(lo, hi, lambda w: predict_size(m, w, query.dtype, samples), query.max_bytes)
         if fits is None:
             smallest = predict_size(m, lo, query.dtype, samples)

@@ -65,6 +65,13 @@ def test_samples_is_part_of_the_identity(live_service):
     assert k1.headers["etag"] != k3.headers["etag"]
 
 
+def test_no_width_serves_the_default_width_as_the_catalog_lists_it(live_service):
+    default = httpx.get(f"{live_service}/archs", timeout=30).json()["resnet20"]["widths"]["default"]
+    implicit, explicit = get(live_service), get(live_service, width=default)
+    assert implicit.status_code == 200 and implicit.headers["x-model-width"] == str(default)
+    assert implicit.content == explicit.content and explicit.headers["x-cache"] == "hit"
+
+
 def test_max_params_picks_the_largest_width_that_fits(live_service):
     budget = param_count("all", 20, 1, 10)
     assert get(live_service, max_params=budget).headers["x-model-width"] == "20"

@@ -44,7 +44,6 @@ HOSTILE = [
     ("arch=resnet20&max_bytes=10", RANGE),
     ("arch=resnet20&max_bytes=1.5e6", BAD),
     ("arch=resnet20&width=8&max_params=100000", BAD),
-    ("arch=resnet20", BAD),
     ("width=8", BAD),
     ("arch=..%2F..%2Fetc&width=8", BAD),
     ("arch=resnet20&width=8&widht=9", BAD),
@@ -90,5 +89,9 @@ def test_parse_int_bounds_digits_instead_of_parsing_them():
 def test_width_errors_are_typed():
     with pytest.raises(WidthOutOfRange):
         parse_model_query(QueryParams("arch=resnet20&width=-1"))
-    with pytest.raises(InvalidParameter, match="exactly one"):
+    with pytest.raises(InvalidParameter, match="at most one"):
         parse_model_query(QueryParams("arch=resnet20&max_bytes=5&max_params=5"))
+
+
+def test_no_selector_leaves_the_width_to_the_arch():
+    assert parse_model_query(QueryParams("arch=resnet20")) == ModelQuery(arch="resnet20")

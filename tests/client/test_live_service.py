@@ -82,6 +82,14 @@ def test_budget_pull_gets_the_largest_width_that_fits(client):
     assert ref.width == 20 and ref.params == params["20"]
 
 
+def test_pull_without_a_size_gets_the_arch_default_width(client):
+    default = client.archs()["resnet20"]["widths"]["default"]
+    path = client.pull("resnet20")
+    ref = client.cache.read_ref(ModelRequest("resnet20").cache_key(client.base_url))
+    assert ref.width == default and ref.sha256 == path.name
+    assert client.pull("resnet20", default) == path  # the same bytes, under the explicit key too
+
+
 def test_archs_lists_the_catalog(client):
     catalog = client.archs()
     entry = catalog["resnet20"]

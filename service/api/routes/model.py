@@ -76,6 +76,8 @@ async def get_model(request: Request, service: ServiceDep) -> Response:
     m = ckpt.manifest
     samples = resolve_samples(ckpt, query.samples, service.settings.max_samples)
     width = query.width if query.width is not None and query.width in m.widths_allowed else None
+    if query.width is None and query.max_params is None and query.max_bytes is None:
+        width = m.default_width
     if width is None:  # a budget, or a bad width whose error message resolve_width words
         width = await run_in_threadpool(resolve_width, ckpt, query, samples)
     key = cache_key(GENERATOR_VERSION, ckpt.sha256, service.numerics, m.arch, width, query.dtype, samples)
