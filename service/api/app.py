@@ -10,11 +10,11 @@ from fastapi import FastAPI
 
 from kernels.dispatch import resolve_backend
 from service.api.deps import Service
+from service.api.digests import DigestMemo
 from service.api.errors import install_error_handlers
 from service.api.generation import GenerationPool
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import archs, health, metrics, model
-from service.api.routes.model import DigestMemo
 from service.cache import BlobCache
 from service.catalog import Catalog
 from service.hypernet.generate import table_for

@@ -19,8 +19,8 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.api.digests import DigestMemo
     from service.api.generation import GenerationPool
-    from service.api.routes.model import DigestMemo
     from service.cache import BlobCache
 
 

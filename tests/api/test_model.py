@@ -95,6 +95,20 @@ def test_if_none_match_answers_304_without_body(live_service, if_none_match):
     assert r.headers["etag"] == etag and r.headers["cache-control"].endswith("immutable")
 
 
+def test_revalidating_an_evicted_model_is_a_304_without_generating_it_again(make_live_service):
+    service = make_live_service(cache_max_bytes=0)  # nothing stays cached: every GET would generate
+    first = get(service, width=8)
+    etag = first.headers["etag"]
+    assert get(service, width=9).status_code == 200  # another key served in between
+    r = get(service, {"If-None-Match": etag}, width=8)
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == etag
+    assert r.headers["x-model-width"] == "8" and r.headers["x-cache"] == "hit"
+    assert service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 2
+    stale = get(service, {"If-None-Match": '"' + "0" * 64 + '"'}, width=8)  # a validator it never served
+    assert stale.status_code == 200 and stale.content == first.content
+    assert service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 3
+
+
 def test_if_none_match_with_another_etag_sends_the_model(live_service):
     r = get(live_service, {"If-None-Match": '"' + "0" * 64 + '"'}, width=8)
     assert r.status_code == 200 and r.content

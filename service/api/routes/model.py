@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -31,29 +29,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (40
 _params = lru_cache(maxsize=1024)(param_count)  # walks every tensor spec; too slow for each hit
 
 
-class DigestMemo:
-    """SHA-256 of recently served blobs, keyed by cache key and valid only for the same bytes object.
-
-    Hashing a megabyte per cache hit would cost about as much as the rest of the request; the
-    identity check (``is``) makes a stale digest impossible, since bytes objects are immutable.
-    """
-
-    def __init__(self, size: int = 64) -> None:
-        self._size = size
-        self._entries: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-
-    def sha256(self, key: str, blob: bytes) -> str:
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is blob:
-            self._entries.move_to_end(key)
-            return entry[1]
-        digest = hashlib.sha256(blob).hexdigest()
-        self._entries[key] = (blob, digest)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-        return digest
-
-
 def _render(ckpt: Checkpoint, width: int, dtype: str, samples: int, service: Service) -> bytes:
     """Runs on a generation worker thread; counted once per real generation."""
     backend, metrics = service.backend, service.metrics
@@ -62,6 +37,17 @@ def _render(ckpt: Checkpoint, width: int, dtype: str, samples: int, service: Ser
     metrics.generation_seconds.labels(ckpt.manifest.arch, backend).observe(time.perf_counter() - started)
     metrics.generations.labels(ckpt.manifest.arch, backend).inc()
     return blob.data
+
+
+def _headers(ckpt: Checkpoint, width: int, dtype: str, samples: int, digest: str, cache_status: str) -> dict[str, str]:
+    m = ckpt.manifest
+    return {
+        "ETag": conditional.etag_of(digest), "X-Model-Sha256": digest, "X-Model-Arch": m.arch,
+        "X-Model-Width": str(width), "X-Model-Params": str(_params(m.scope, width, m.in_channels, m.num_classes)),
+        "X-Model-Dtype": dtype, "X-Model-Samples": str(samples), "X-Checkpoint": ckpt.short_sha,
+        "X-Cache": cache_status, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{m.arch}-w{width}-{dtype}.onnx"',
+    }
 
 
 @router.api_route("", methods=["GET", "HEAD"], response_class=Response, responses={
@@ -81,6 +67,12 @@ async def get_model(request: Request, service: ServiceDep) -> Response:
     if width is None:  # a budget, or a bad width whose error message resolve_width words
         width = await run_in_threadpool(resolve_width, ckpt, query, samples)
     key = cache_key(GENERATOR_VERSION, ckpt.sha256, service.numerics, m.arch, width, query.dtype, samples)
+    if_none_match = request.headers.get("if-none-match")
+    known = service.digests.known(key) if if_none_match else None
+    if known is not None and conditional.none_match(if_none_match, conditional.etag_of(known)):
+        # The client holds what this key names: no need for the blob, which may have been evicted.
+        request.state.cache = "hit"
+        return Response(status_code=304, headers=_headers(ckpt, width, query.dtype, samples, known, "hit"))
 
     async def create() -> bytes:
         return await service.pool.run(lambda: _render(ckpt, width, query.dtype, samples, service))
@@ -89,14 +81,8 @@ async def get_model(request: Request, service: ServiceDep) -> Response:
     request.state.cache = cache_status
     digest = service.digests.sha256(key, blob)
     etag = conditional.etag_of(digest)
-    headers = {
-        "ETag": etag, "X-Model-Sha256": digest, "X-Model-Arch": m.arch, "X-Model-Width": str(width),
-        "X-Model-Params": str(_params(m.scope, width, m.in_channels, m.num_classes)),
-        "X-Model-Dtype": query.dtype, "X-Model-Samples": str(samples), "X-Checkpoint": ckpt.short_sha,
-        "X-Cache": cache_status, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{m.arch}-w{width}-{query.dtype}.onnx"',
-    }
-    if conditional.none_match(request.headers.get("if-none-match"), etag):
+    headers = _headers(ckpt, width, query.dtype, samples, digest, cache_status)
+    if conditional.none_match(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     status, body = 200, blob
     if conditional.range_applies(request.headers.get("if-range"), etag):
