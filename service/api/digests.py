@@ -5,7 +5,7 @@ digest of a recently served blob is kept with the blob and reused while the cach
 same ``bytes`` object (an identity check: bytes are immutable, so a stale digest is impossible).
 
 A cache key names one immutable file, so its digest is also kept on its own, in a much longer
-index that holds no blobs (about 150 bytes an entry). An edge device revalidating a model the
+index that holds no blobs (about 350 bytes an entry, 6 MB when full). An edge device revalidating a model the
 cache has since evicted then gets its 304 from the index, without a generation; on a replica
 that never served the key, the request generates as before.
 """
@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 
 class DigestMemo:
-    def __init__(self, size: int = 64, known_size: int = 65_536) -> None:
+    def __init__(self, size: int = 64, known_size: int = 16_384) -> None:
         self._size, self._known_size = size, known_size
         self._entries: OrderedDict[str, tuple[bytes, str]] = OrderedDict()  # key -> (blob, digest)
         self._known: OrderedDict[str, str] = OrderedDict()  # key -> digest, blobs long gone included
