@@ -21,7 +21,8 @@ While Redis is unreachable every call still succeeds (memory tier + ``create``),
 ``create`` runs at most once per key at a time in this process (callers that join it get
 "coalesced"), and across replicas sharing a Redis a ``SET NX PX`` lock makes the others wait for
 the holder's blob ("coalesced") instead of generating it again; if the holder dies its lock expires
-and a waiter takes over. The lock only saves duplicate work: outputs are deterministic, so a rare
+and a waiter takes over, and no waiter waits longer than one generation timeout in all (then it
+generates without the lock), so a stuck holder cannot push a request past the clients' timeouts. The lock only saves duplicate work: outputs are deterministic, so a rare
 double generation is harmless. An exception from ``create`` reaches every caller waiting on it and
 nothing is cached. ``create`` should do its heavy work off the event loop (``run_in_executor``).
 
@@ -76,6 +77,9 @@ class BlobCache:
                 timeout_s=settings.redis_timeout_s, probe_interval_s=redis_probe_interval_s,
             )
         self.lock_ttl_ms = settings.lock_ttl_ms
+        # A live holder finishes (or gives up, busy) within one generation timeout; waiting longer
+        # means it died, and the rest of its lock's TTL would only run past the clients' timeouts.
+        self.peer_wait_s = min(settings.lock_ttl_ms / 1000, settings.generation_timeout_s)
         self._metrics = metrics
         self._flights: SingleFlight[tuple[bytes, CacheStatus]] = SingleFlight()
 
@@ -117,6 +121,7 @@ class BlobCache:
             self.memory.put(key, blob)
             return blob, "hit"
         lock, token = lock_key(key), secrets.token_hex(16)
+        deadline = time.monotonic() + self.peer_wait_s  # for all the waiting below, not per round
         for _ in range(LOCK_ROUNDS):
             taken = await self.redis.acquire_lock(lock, token, self.lock_ttl_ms)
             if taken is None:  # Redis is down: just generate
@@ -132,18 +137,19 @@ class BlobCache:
                     return await self._create_and_store(key, create), "miss"
                 finally:
                     await self.redis.release_lock(lock, token)
-            blob = await self._await_peer(key, lock)
+            blob = await self._await_peer(key, lock, deadline)
             if blob is not None:
                 self.memory.put(key, blob)
                 self._event("redis", "coalesced")
                 return blob, "coalesced"
+            if time.monotonic() >= deadline:
+                break  # the holder is stuck or dead: generate without the lock (a duplicate is harmless)
             # The lock went away without a blob (holder crashed or failed): try to take it over.
         return await self._create_and_store(key, create), "miss"
 
-    async def _await_peer(self, key: str, lock: str) -> bytes | None:
-        """Poll for another replica's blob while its lock lives (at most one lock TTL)."""
+    async def _await_peer(self, key: str, lock: str, deadline: float) -> bytes | None:
+        """Poll for another replica's blob while its lock lives, until ``deadline`` (monotonic)."""
         assert self.redis is not None
-        deadline = time.monotonic() + self.lock_ttl_ms / 1000
         delay = POLL_FIRST_S
         while time.monotonic() < deadline:
             held = await self.redis.lock_held(lock)

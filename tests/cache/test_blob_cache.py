@@ -15,7 +15,7 @@ BLOB = b"onnx-bytes:" + bytes(range(256)) * 16
 
 
 def settings(redis_url: str | None = None, **overrides) -> Settings:
-    return Settings(redis_url=redis_url, lock_ttl_ms=300, redis_timeout_s=0.5, **overrides)
+    return Settings(**{"redis_url": redis_url, "lock_ttl_ms": 300, "redis_timeout_s": 0.5, **overrides})
 
 
 def event(metrics: Metrics, tier: str, name: str) -> float:
@@ -182,6 +182,18 @@ async def test_crashed_lock_holder_is_taken_over_after_the_ttl(caches, redis_ser
     waited = time.monotonic() - start
     assert 0.2 <= waited < 2.0, waited
     assert create.calls == 1 and raw.exists(KEY) and not raw.exists(lock_key(KEY))
+
+
+@pytest.mark.redis
+async def test_a_stuck_holder_is_not_waited_on_past_the_generation_timeout(caches, redis_server, raw):
+    raw.set(lock_key(KEY), "stuck-replica", px=60_000)  # alive enough to keep its lock, never storing
+    cache = caches(redis_server.url, lock_ttl_ms=60_000, generation_timeout_s=0.3)
+    create = Creator()
+    start = time.monotonic()
+    assert await cache.get_or_create(KEY, create) == (BLOB, "miss")
+    waited = time.monotonic() - start
+    assert 0.25 <= waited < 2.0, waited  # one generation timeout, not the lock's minute
+    assert create.calls == 1 and raw.exists(KEY) and raw.get(lock_key(KEY)) == b"stuck-replica"
 
 
 @pytest.mark.redis
