@@ -63,6 +63,13 @@ def test_x_error_code_wins_over_status_and_body_fields_are_kept():
     assert "r1" in str(error)
 
 
+@pytest.mark.parametrize(("status", "error"), [(404, nc.UnexpectedResponse), (500, nc.ServerError)])
+def test_an_unknown_code_is_not_mistaken_for_a_known_one(status, error):
+    # A wrong base URL answers the service's own 404 `not_found`: that is no unknown arch.
+    response = _response(status, {"code": "not_found", "message": "no route"}, {"X-Error-Code": "not_found"})
+    assert type(error_from_response(response)) is error
+
+
 def test_busy_carries_retry_after_from_the_header():
     error = error_from_response(_response(503, {"code": "busy"}, {"X-Error-Code": "busy", "Retry-After": "3"}))
     assert isinstance(error, nc.Busy) and error.retry_after == 3.0

@@ -223,3 +223,42 @@ def test_unreachable_server_falls_back_to_the_verified_cached_copy(make_client, 
     assert again == path
     assert "using the cached copy" in caplog.text
     assert len(faulty.model_requests()) == 1 + FAST_RETRY.retries + 1
+
+
+@pytest.mark.parametrize("faults", [["error:internal:500"] * (FAST_RETRY.retries + 1), ["busy:3600"]],
+                         ids=["failing", "busy-for-an-hour"])
+def test_a_failing_or_busy_server_falls_back_to_the_verified_cached_copy(make_client, faulty, caplog, faults):
+    path = make_client().pull("resnet20", 8)
+    faulty.script(*faults)
+    with caplog.at_level("WARNING", logger="neumeta_client"):
+        assert make_client().pull("resnet20", 8) == path
+    assert "using the cached copy" in caplog.text
+    assert len(faulty.model_requests()) == 1 + len(faults)
+
+
+def test_a_client_error_is_raised_even_with_a_cached_copy(make_client, faulty):
+    make_client().pull("resnet20", 8)
+    faulty.script("error:unauthorized:401")
+    with pytest.raises(nc.Unauthorized):
+        make_client().pull("resnet20", 8)
+
+
+def test_a_failing_server_without_a_cached_copy_raises_server_error(make_client, faulty):
+    faulty.script(*["error:internal:500"] * (FAST_RETRY.retries + 1))
+    with pytest.raises(nc.ServerError):
+        make_client().pull("resnet20", 8)
+
+
+def test_the_model_bytes_reach_the_disk_before_the_rename_into_blobs(make_client, monkeypatch):
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda src, dst: (events.append(("replace", str(src))),
+                                                         real_replace(src, dst))[1])
+    make_client().pull("resnet20", 8)
+    promoted = next(i for i, (op, path) in enumerate(events) if op == "replace" and path.endswith(".incomplete"))
+    partial = events[promoted][1]
+    assert ("fsync", partial) in events[:promoted]

@@ -121,7 +121,9 @@ def error_from_response(response: httpx.Response) -> errors.NeuMetaError:
         pass
     code = response.headers.get("x-error-code") or body.get("code")
     status = response.status_code
-    cls = errors.BY_CODE.get(str(code)) or errors.BY_STATUS.get(status)
+    # The status stands in only when no code came back (a proxy answered): a code this client does
+    # not know (not_found from a wrong base URL, say) must not turn a 404 into UnknownArch.
+    cls = errors.BY_CODE.get(str(code)) if code else errors.BY_STATUS.get(status)
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.UnexpectedResponse
     message = str(body.get("message") or f"HTTP {status} {response.reason_phrase}".strip())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -96,6 +97,9 @@ class BlobWriter:
     def finish(self) -> Path:
         """Verify length and SHA-256, then promote; a mismatch deletes the partial (its bytes are suspect)."""
         assert self.headers is not None
+        if self._file is not None:  # on disk before the rename: a power cut must not leave a right-sized wrong blob
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self.close()
         actual = self._hash.hexdigest()
         expected = self.headers.sha256
@@ -120,8 +124,10 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
     yield from acquire_lock(lock, ctx.lock_timeout_s)
     try:
         return (yield from with_retries(ctx.retry, lambda: _attempt(ctx, request, key, progress)))
-    except errors.TransportError as exc:
-        # Unreachable server but a verified copy on disk: an edge device keeps working with it.
+    except (errors.TransportError, errors.ServerError) as exc:
+        # Unreachable, overloaded (busy) or failing server, but a copy on disk that was verified when
+        # it was downloaded: an edge device keeps working with it (as huggingface_hub falls back to
+        # its cache). Client errors (4xx: bad request, key, arch) still raise.
         blob = ctx.cache.cached_blob(ctx.cache.read_ref(key))
         if blob is None:
             raise
