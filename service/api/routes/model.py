@@ -61,10 +61,11 @@ async def get_model(request: Request, service: ServiceDep) -> Response:
     ckpt = service.catalog.get(query.arch)
     m = ckpt.manifest
     samples = resolve_samples(ckpt, query.samples, service.settings.max_samples)
-    width = query.width if query.width is not None and query.width in m.widths_allowed else None
-    if query.width is None and query.max_params is None and query.max_bytes is None:
+    if query.width is not None and query.width in m.widths_allowed:
+        width = query.width
+    elif query.width is None and query.max_params is None and query.max_bytes is None:
         width = m.default_width
-    if width is None:  # a budget, or a bad width whose error message resolve_width words
+    else:  # a budget (sizing may build ONNX graphs), or a bad width whose error resolve_width words
         width = await run_in_threadpool(resolve_width, ckpt, query, samples)
     key = cache_key(GENERATOR_VERSION, ckpt.sha256, service.numerics, m.arch, width, query.dtype, samples)
     if_none_match = request.headers.get("if-none-match")
