@@ -262,3 +262,29 @@ def test_the_model_bytes_reach_the_disk_before_the_rename_into_blobs(make_client
     promoted = next(i for i, (op, path) in enumerate(events) if op == "replace" and path.endswith(".incomplete"))
     partial = events[promoted][1]
     assert ("fsync", partial) in events[:promoted]
+
+
+def test_a_full_disk_is_a_typed_error_and_keeps_the_partial_for_a_resume(make_client, faulty, cache_dir, monkeypatch):
+    import errno
+
+    from neumeta_client._pull import BlobWriter
+
+    real_write, written = BlobWriter.write, []
+
+    def write(self, chunk: bytes) -> None:
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(len(chunk))
+        real_write(self, chunk)
+
+    monkeypatch.setattr(BlobWriter, "write", write)
+    with pytest.raises(nc.CacheWriteError) as caught:
+        make_client().pull("resnet20", 8)
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
+    assert len(faulty.model_requests()) == 1  # no retry: another attempt would fill the same disk
+    assert not list((cache_dir / "blobs").glob("*")) and list((cache_dir / "incomplete").glob("*.incomplete"))
+
+    monkeypatch.undo()  # space freed: the next pull resumes where the first stopped
+    path = make_client().pull("resnet20", 8)
+    assert faulty.model_requests()[-1].headers["range"] == f"bytes={written[0]}-"
+    assert assert_blobs_verified(cache_dir) == [path]

@@ -14,6 +14,7 @@ from neumeta_client.client import AsyncClient, Client
 from neumeta_client.errors import (
     Busy,
     CacheLockTimeout,
+    CacheWriteError,
     ChecksumMismatch,
     InvalidParameter,
     MissingExtra,
@@ -32,6 +33,7 @@ __all__ = [
     "AsyncClient",
     "Busy",
     "CacheLockTimeout",
+    "CacheWriteError",
     "ChecksumMismatch",
     "Client",
     "InvalidParameter",

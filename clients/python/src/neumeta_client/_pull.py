@@ -133,6 +133,12 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
             raise
         logger.warning("could not revalidate %s (%s); using the cached copy %s", describe(request), exc, blob)
         return blob
+    except OSError as exc:
+        if isinstance(exc, errors.NeuMetaError):  # ChecksumMismatch is an OSError too
+            raise
+        # Disk full, read-only or vanished cache: no retry helps; a partial stays for a later resume.
+        raise errors.CacheWriteError(f"could not write {describe(request)} into the cache at {ctx.cache.root}: "
+                                     f"{exc}", errno=exc.errno) from exc
     finally:
         lock.release()
 

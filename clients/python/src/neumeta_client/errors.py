@@ -102,6 +102,16 @@ class ChecksumMismatch(NeuMetaError, OSError):
         self.actual = actual
 
 
+class CacheWriteError(NeuMetaError, OSError):
+    """The cache could not be written (disk full, read-only, removed); ``errno`` is the OS's."""
+
+    code = "cache_write"
+
+    def __init__(self, message: str, *, errno: int | None = None, **kwargs: object):
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.errno = errno
+
+
 class OfflineError(NeuMetaError, ConnectionError):
     """Offline mode is on and the cache has no usable copy of what was asked for."""
 
