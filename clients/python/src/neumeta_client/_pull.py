@@ -123,7 +123,9 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
     lock = ctx.cache.lock(key)
     yield from acquire_lock(lock, ctx.lock_timeout_s)
     try:
-        return (yield from with_retries(ctx.retry, lambda: _attempt(ctx, request, key, progress)))
+        cached = ctx.cache.cached_blob(ctx.cache.read_ref(key)) is not None
+        policy = ctx.retry.for_revalidation() if cached else ctx.retry
+        return (yield from with_retries(policy, lambda: _attempt(ctx, request, key, progress)))
     except (errors.TransportError, errors.ServerError) as exc:
         # Unreachable, overloaded (busy) or failing server, but a copy on disk that was verified when
         # it was downloaded: an edge device keeps working with it (as huggingface_hub falls back to

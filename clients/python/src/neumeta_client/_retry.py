@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -24,10 +24,18 @@ class RetryPolicy:
     backoff_max_s: float = 8.0
     total_s: float = 120.0  # no new attempt starts after this many seconds
     max_retry_after_s: float = 60.0  # a longer Retry-After is not waited for: the error is raised
+    # With a verified copy already cached, a failing revalidation is retried at most this many
+    # times before that copy is served: an edge device that lost its network gets its model in
+    # seconds, not after the whole budget (huggingface_hub gives its revalidation one 10 s try).
+    revalidate_retries: int = 1
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff_base_s < 0 or self.total_s < 0:
+        if self.retries < 0 or self.backoff_base_s < 0 or self.total_s < 0 or self.revalidate_retries < 0:
             raise ValueError(f"retry policy values must be >= 0, got {self}")
+
+    def for_revalidation(self) -> RetryPolicy:
+        """This policy for a pull that can fall back to a cached copy."""
+        return replace(self, retries=min(self.retries, self.revalidate_retries))
 
 
 @dataclass
