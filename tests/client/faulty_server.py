@@ -53,14 +53,18 @@ class _QuietHTTPServer(ThreadingHTTPServer):
 
 class FaultyServer:
     def __init__(self, body: bytes):
-        self.body = body
-        self.sha256 = hashlib.sha256(body).hexdigest()
-        self.etag = f'"{self.sha256}"'
+        self.publish(body)
         self.requests: list[Recorded] = []
         self._script: deque[str] = deque()
         self._lock = threading.Lock()
         self._httpd = _QuietHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def publish(self, body: bytes) -> None:
+        """Serve new bytes from now on, as the real service does after a checkpoint update."""
+        self.body = body
+        self.sha256 = hashlib.sha256(body).hexdigest()
+        self.etag = f'"{self.sha256}"'
 
     @property
     def url(self) -> str:

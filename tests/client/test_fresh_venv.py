@@ -1,4 +1,4 @@
-"""The client installs alone (httpx + filelock, no torch, no onnxruntime) and its CLI pulls a model."""
+"""The client installs alone (httpx + filelock, no torch, no onnxruntime) and its CLIs pull and list a model."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def test_client_alone_in_a_fresh_venv_pulls_with_its_cli(live_service, tmp_path)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     assert (tmp_path / "cache" / "blobs" / digest).is_file()
     assert f"sha256={digest[:12]}" in pull.stderr
+    scan = _run(venv / "bin" / "neumeta-cache", "--cache-dir", tmp_path / "cache", "scan")
+    assert scan.returncode == 0 and "1 models; 0 orphaned blobs" in scan.stdout, scan.stderr
 
     session = _run(python, "-c", "import neumeta_client as nc; nc.Client('http://x').session('resnet20', 8)")
     assert "MissingExtra" in session.stderr and "neumeta-client[onnx]" in session.stderr

@@ -28,12 +28,15 @@ from neumeta_client.errors import (
     UnknownArch,
     WidthOutOfRange,
 )
+from neumeta_client.housekeeping import CachedModel, CacheReport, PruneResult, prune_cache, scan_cache
 
 __all__ = [
     "AsyncClient",
     "Busy",
     "CacheLockTimeout",
+    "CacheReport",
     "CacheWriteError",
+    "CachedModel",
     "ChecksumMismatch",
     "Client",
     "InvalidParameter",
@@ -41,6 +44,7 @@ __all__ = [
     "NeuMetaError",
     "OfflineError",
     "Prediction",
+    "PruneResult",
     "RequestTimeout",
     "RetryPolicy",
     "ServerError",
@@ -49,4 +53,6 @@ __all__ = [
     "UnexpectedResponse",
     "UnknownArch",
     "WidthOutOfRange",
+    "prune_cache",
+    "scan_cache",
 ]

@@ -119,13 +119,15 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
         blob = ctx.cache.cached_blob(ctx.cache.read_ref(key))
         if blob is None:
             raise errors.OfflineError(f"offline and {describe(request)} is not in the cache at {ctx.cache.root}")
+        ctx.cache.mark_used(key)
         return blob
     lock = ctx.cache.lock(key)
     yield from acquire_lock(lock, ctx.lock_timeout_s)
     try:
         cached = ctx.cache.cached_blob(ctx.cache.read_ref(key)) is not None
         policy = ctx.retry.for_revalidation() if cached else ctx.retry
-        return (yield from with_retries(policy, lambda: _attempt(ctx, request, key, progress)))
+        path = yield from with_retries(policy, lambda: _attempt(ctx, request, key, progress))
+        ctx.cache.mark_used(key)  # under the lock, so a prune cannot pick it as least recently used
     except (errors.TransportError, errors.ServerError) as exc:
         # Unreachable, overloaded (busy) or failing server, but a copy on disk that was verified when
         # it was downloaded: an edge device keeps working with it (as huggingface_hub falls back to
@@ -134,7 +136,8 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
         if blob is None:
             raise
         logger.warning("could not revalidate %s (%s); using the cached copy %s", describe(request), exc, blob)
-        return blob
+        ctx.cache.mark_used(key)
+        path = blob
     except OSError as exc:
         if isinstance(exc, errors.NeuMetaError):  # ChecksumMismatch is an OSError too
             raise
@@ -143,6 +146,7 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
                                      f"{exc}", errno=exc.errno) from exc
     finally:
         lock.release()
+    return path
 
 
 def _attempt(ctx: Context, request: ModelRequest, key: str, progress: Progress | None) -> Flow[Path]:

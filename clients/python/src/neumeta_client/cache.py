@@ -96,6 +96,13 @@ class ModelCache:
     def write_ref(self, key: str, ref: Ref) -> None:
         _atomic_write_json(self.ref_path(key), asdict(ref))
 
+    def mark_used(self, key: str) -> None:
+        """Stamp the ref's mtime: `housekeeping.prune_cache` evicts the least recently used first."""
+        try:
+            os.utime(self.ref_path(key))
+        except OSError:  # a read-only cache still serves; it only loses the recency
+            pass
+
     def cached_blob(self, ref: Ref | None) -> Path | None:
         """The blob a ref points to, if present with the right size (a cheap check; `verify` hashes)."""
         if ref is None:

@@ -29,6 +29,7 @@ from neumeta_client.constants import (
     cache_dir_from_env,
     env_flag,
 )
+from neumeta_client.housekeeping import DEFAULT_GRACE_S, CacheReport, PruneResult, prune_cache, scan_cache
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -81,6 +82,20 @@ class _ClientBase:
         for path in bad:
             self._sessions.pop(path, None)
         return bad
+
+    def scan_cache(self) -> CacheReport:
+        """Cached models (least recently used first), orphaned blobs, partial downloads, bytes on disk."""
+        return scan_cache(self.cache)
+
+    def prune_cache(self, *, max_size: int | None = None, unused_for_s: float | None = None,
+                    partials: bool = False, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False) -> PruneResult:
+        """Remove orphaned blobs, and models past ``unused_for_s`` or beyond ``max_size`` bytes (LRU);
+        see `neumeta_client.housekeeping.prune_cache`."""
+        result = prune_cache(self.cache, max_size=max_size, unused_for_s=unused_for_s, partials=partials,
+                             grace_s=grace_s, dry_run=dry_run)
+        for path in result.removed_blobs:
+            self._sessions.pop(path, None)
+        return result
 
 
 class Client(_ClientBase):
