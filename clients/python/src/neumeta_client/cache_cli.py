@@ -86,11 +86,10 @@ def print_report(report: CacheReport, now: float) -> None:
         size = human_size(ref.size) if model.present else "missing"
         print(f"{ref.arch or '?':<16} {ref.width if ref.width is not None else '?':>5} {ref.dtype or '?':<8} "
               f"{size:>9} {human_age(now - model.last_used):>10} {ref.checkpoint or '?':<12} {model.key}")
-    orphan_bytes = sum(p.stat().st_size for p in report.orphan_blobs if p.exists())
-    partial_bytes = sum(p.stat().st_size for p in report.partials if p.exists())
-    print(f"\n{len(report.models)} models; {len(report.orphan_blobs)} orphaned blobs ({human_size(orphan_bytes)}, "
-          f"`neumeta-cache prune` removes them); {len(report.partials)} partial downloads "
-          f"({human_size(partial_bytes)}); {human_size(report.size_on_disk)} on disk in {report.root}")
+    print(f"\n{len(report.models)} models; {len(report.orphan_blobs)} orphaned blobs "
+          f"({human_size(report.orphan_bytes)}, `neumeta-cache prune` removes them); {len(report.partials)} "
+          f"partial downloads ({human_size(report.partial_bytes)}); {human_size(report.size_on_disk)} on disk "
+          f"in {report.root}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,8 @@ class CacheReport:
     orphan_blobs: tuple[Path, ...]  # named by no ref: superseded by a newer checkpoint, or left by a crash
     partials: tuple[Path, ...]  # bodies of interrupted downloads
     size_on_disk: int  # blobs (each counted once) + partials, bytes
+    orphan_bytes: int  # of size_on_disk: what `prune` frees without options
+    partial_bytes: int  # of size_on_disk
 
 
 @dataclass
@@ -73,8 +75,10 @@ def scan_cache(cache: ModelCache) -> CacheReport:
     blobs = _files(cache.root / "blobs", "*")
     orphans = tuple(p for p in blobs if p.name not in named)
     partials = tuple(_files(cache.root / "incomplete", "*.incomplete"))
-    size = sum(_size(p) for p in (*blobs, *partials))
-    return CacheReport(cache.root, tuple(models), orphans, partials, size)
+    orphan_bytes = sum(_size(p) for p in orphans)
+    partial_bytes = sum(_size(p) for p in partials)
+    size = sum(_size(p) for p in blobs if p.name in named) + orphan_bytes + partial_bytes
+    return CacheReport(cache.root, tuple(models), orphans, partials, size, orphan_bytes, partial_bytes)
 
 
 def prune_cache(cache: ModelCache, *, max_size: int | None = None, unused_for_s: float | None = None,
