@@ -112,18 +112,23 @@ def _fold(conv: nn.Conv2d, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return weight * scale[:, None, None, None], bn.bias.detach() + (bias - bn.running_mean) * scale
 
 
+def conv_bn_pairs(model: ResNet20) -> list[tuple[str, str]]:
+    """(conv, the norm after it) module names, stem first; with ``batchnorm=False`` the norms are
+    identities, so the same names serve a folded model and its BN twin."""
+    pairs = [("conv1", "bn1")]
+    for name in block_names():
+        pairs += [(f"{name}.conv1", f"{name}.bn1"), (f"{name}.conv2", f"{name}.bn2")]
+        if isinstance(model.get_submodule(name).shortcut, nn.Conv2d):
+            pairs.append((f"{name}.shortcut", f"{name}.shortcut_bn"))
+    return pairs
+
+
 @torch.no_grad()
 def fold_batchnorm(model: ResNet20) -> dict[str, torch.Tensor]:
     """Folded state_dict (float32, contiguous) computing ``model``'s eval-mode function."""
     folded: dict[str, torch.Tensor] = {}
-    folded["conv1.weight"], folded["conv1.bias"] = _fold(model.conv1, model.bn1)
-    for name in block_names():
-        block = model.get_submodule(name)
-        folded[f"{name}.conv1.weight"], folded[f"{name}.conv1.bias"] = _fold(block.conv1, block.bn1)
-        folded[f"{name}.conv2.weight"], folded[f"{name}.conv2.bias"] = _fold(block.conv2, block.bn2)
-        if isinstance(block.shortcut, nn.Conv2d):
-            w, b = _fold(block.shortcut, block.shortcut_bn)
-            folded[f"{name}.shortcut.weight"], folded[f"{name}.shortcut.bias"] = w, b
+    for conv, norm in conv_bn_pairs(model):
+        folded[f"{conv}.weight"], folded[f"{conv}.bias"] = _fold(model.get_submodule(conv), model.get_submodule(norm))
     folded["fc.weight"] = model.fc.weight.detach().clone()
     folded["fc.bias"] = model.fc.bias.detach().clone()
     return {k: v.float().contiguous() for k, v in folded.items()}

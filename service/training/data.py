@@ -194,6 +194,29 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+class StepBatches:
+    """Training batches indexed by step, not drawn from an iterator: step s always yields the same
+    augmented images (a pure function of seed and s), so a run resumes exactly, and under DDP each
+    rank takes its own shard of the global batch. Holds one epoch's order at a time."""
+
+    def __init__(self, split: Split, info: DatasetInfo, batch_size: int, seed: int, world: int = 1, rank: int = 0):
+        self.split, self.info, self.batch_size, self.seed = split, info, batch_size, seed
+        self.world, self.rank = world, rank
+        self.per_epoch = max(1, len(split) // (batch_size * world))
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its order)
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x float32 (B, C, H, W), y int64 (B,)) of this rank at ``step``, on the CPU."""
+        epoch, i = divmod(step, self.per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.split), self.seed, epoch))
+        lo = (i * self.world + self.rank) * self.batch_size
+        idx = self._order[1][lo:lo + self.batch_size]
+        gen = torch.Generator().manual_seed(self.seed * 7_919 + step * 131 + self.rank)
+        x = normalize(augment(self.split.images[idx], self.info.crop_padding, gen), self.info)
+        return x, self.split.labels[idx]
+
+
 def batches(split: Split, info: DatasetInfo, batch_size: int, *, order: torch.Tensor | None = None,
             augment_seed: int | None = None, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x float32 (B, C, H, W), y int64 (B,)) batches in ``order`` (default: as stored), from batch ``start``.

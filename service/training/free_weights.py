@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -33,20 +32,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from service.archs import ResNet20, block_names, fold_batchnorm
-from service.training.data import Splits, augment, epoch_order, load_dataset, normalize
+from service.archs import ResNet20, conv_bn_pairs, fold_batchnorm, folded_model
+from service.training.data import Splits, StepBatches, load_dataset, normalize
 from service.training.evaluate import accuracy
+from service.training.hypernet import ema_decay_at, warmup_cosine
 from service.training.objective import distillation
-
-
-def conv_bn_pairs(state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
-    """(conv, its BatchNorm) module names of a ResNet20 with this folded state."""
-    pairs = [("conv1", "bn1")]
-    for block in block_names():
-        pairs += [(f"{block}.conv1", f"{block}.bn1"), (f"{block}.conv2", f"{block}.bn2")]
-        if f"{block}.shortcut.weight" in state:
-            pairs.append((f"{block}.shortcut", f"{block}.shortcut_bn"))
-    return pairs
 
 
 @torch.no_grad()
@@ -54,9 +44,8 @@ def with_batchnorm(folded: dict[str, torch.Tensor], calibration: torch.Tensor) -
     """A BN ResNet20 whose eval-mode function equals the folded network's (calibration: (N, C, H, W),
     normalised). Each BN's statistics are those of its conv's bias-free output on ``calibration``."""
     in_ch, n_cls = folded["conv1.weight"].shape[1], folded["fc.weight"].shape[0]
-    plain = ResNet20(in_ch, n_cls, None, batchnorm=False)
-    plain.load_state_dict(folded)
-    pairs = conv_bn_pairs(folded)
+    plain = folded_model(folded, in_ch, n_cls)
+    pairs = conv_bn_pairs(plain)
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
@@ -68,7 +57,7 @@ def with_batchnorm(folded: dict[str, torch.Tensor], calibration: torch.Tensor) -
     plain(calibration)
     for hook in hooks:
         hook.remove()
-    model = ResNet20(in_ch, n_cls, None, batchnorm=True)
+    model = ResNet20(in_ch, n_cls, plain.inner_widths, batchnorm=True)
     for conv, bn_name in pairs:
         bn = model.get_submodule(bn_name)
         mu, var = outputs[conv].mean(1), outputs[conv].var(1)
@@ -102,26 +91,20 @@ def fine_tune(start: dict[str, torch.Tensor], teacher_state: dict[str, torch.Ten
     if args.batchnorm:
         model = with_batchnorm(start, normalize(train.images[:2048], info))
     else:
-        model = ResNet20(in_ch, n_cls, None, batchnorm=False)
-        model.load_state_dict(start)
-    teacher = ResNet20(in_ch, n_cls, None, batchnorm=False).requires_grad_(False).eval()
-    teacher.load_state_dict(teacher_state)
+        model = folded_model(start, in_ch, n_cls)
+    teacher = folded_model(teacher_state, in_ch, n_cls).requires_grad_(False)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     log({"step": 0, "val_start": accuracy(start, splits.val, info, limit=args.val_limit),
          "val_teacher": accuracy(teacher_state, splits.val, info, limit=args.val_limit)})
     model.train()
-    per_epoch = max(1, len(train) // args.batch)
+    batches = StepBatches(train, info, args.batch, args.seed)  # the INR trainer's batches, step for step
     began, running = time.time(), []
     for step in range(args.steps):
-        # The INR trainer's schedule: 20 warm-up steps, cosine to 5% of the peak.
-        lr = args.lr * min(1.0, (step + 1) / 20) * (0.05 + 0.475 * (1 + math.cos(math.pi * step / args.steps)))
+        lr = warmup_cosine(args.lr, step, step / args.steps)  # and its schedule
         for group in opt.param_groups:
             group["lr"] = lr
-        epoch, i = divmod(step, per_epoch)
-        idx = epoch_order(len(train), args.seed, epoch)[i * args.batch:(i + 1) * args.batch]
-        gen = torch.Generator().manual_seed(args.seed * 7_919 + step * 131)
-        x, y = normalize(augment(train.images[idx], info.crop_padding, gen), info), train.labels[idx]
+        x, y = batches.at(step)
         logits = model(x)
         with torch.no_grad():
             target = teacher(x)
@@ -131,7 +114,7 @@ def fine_tune(start: dict[str, torch.Tensor], teacher_state: dict[str, torch.Ten
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():  # parameters and BN statistics alike
-            decay = min(args.ema_decay, (1 + step) / (10 + step))
+            decay = ema_decay_at(args.ema_decay, step)
             live = model.state_dict()
             for name, value in ema.state_dict().items():
                 if value.is_floating_point():

@@ -47,7 +47,7 @@ from safetensors.torch import save_file
 
 from service.archs import FULL_WIDTH, ResNet20, inner_widths, tensor_specs
 from service.hypernet import HyperNet
-from service.training.data import augment, epoch_order, normalize
+from service.training.data import StepBatches
 from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
 from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
@@ -60,6 +60,20 @@ from service.training.objective import (
     weighted_mse,
 )
 from service.training.precision import autocast, hardware, prepare_input, resolve_device, resolve_precision
+
+
+def warmup_cosine(peak: float, step: int, progress: float, warmup: int = 20) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``peak`` to 5% of it as ``progress``
+    goes from 0 to 1."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """``decay``, shortened early so the average does not remember the random start for long."""
+    return min(decay, (1 + step) / (10 + step))
+
 
 # --- the trainer --------------------------------------------------------------------------------
 
@@ -113,7 +127,7 @@ class Trainer:
         self.teacher.load_state_dict(self.base)
         self.teacher.to(self.device).eval()
         self.hardware = [hardware(self.device)]  # every machine the run trained on (resumes may move)
-        self.order_cache: tuple[int, torch.Tensor] | None = None
+        self.batches = StepBatches(self.splits.train, self.splits.info, cfg.batch, cfg.seed, self.world, self.rank)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -126,12 +140,10 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         """Linear warm-up (20 steps) then cosine to 5% of the peak over all steps, or over
         ``max_minutes`` of wall time when that comes first (so a time-boxed run still anneals)."""
-        if step < 20:
-            return self.cfg.lr * (step + 1) / 20
         t = min(1.0, step / max(1, self.total_steps))
         if self.cfg.max_minutes:
             t = max(t, min(1.0, self.wall / (60 * self.cfg.max_minutes)))
-        return self.cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+        return warmup_cosine(self.cfg.lr, step, t)
 
     def width_at(self, step: int) -> int:
         lo, hi = self.cfg.widths_train
@@ -149,16 +161,8 @@ class Trainer:
     def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's shard of the global batch of task step ``step``, augmented on the host and
         moved to the training device."""
-        train, b = self.splits.train, self.cfg.batch
-        per_epoch = max(1, len(train) // (b * self.world))
-        epoch, i = divmod(step, per_epoch)
-        if self.order_cache is None or self.order_cache[0] != epoch:
-            self.order_cache = (epoch, epoch_order(len(train), self.cfg.seed, epoch))
-        lo = (i * self.world + self.rank) * b
-        idx = self.order_cache[1][lo:lo + b]
-        gen = torch.Generator().manual_seed(self.cfg.seed * 7_919 + step * 131 + self.rank)
-        x = normalize(augment(train.images[idx], self.splits.info.crop_padding, gen), self.splits.info)
-        return x.to(self.device, non_blocking=True), train.labels[idx].to(self.device, non_blocking=True)
+        x, y = self.batches.at(step)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, w = self.cfg, self.width_at(step)
@@ -197,7 +201,7 @@ class Trainer:
         info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip))
         self.opt.step()
         with torch.no_grad():
-            decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # short early memory
+            decay = ema_decay_at(self.cfg.ema_decay, self.step)
             ema = [*self.ema.parameters(), *self.ema_fixed.values()]
             live = [*(p.detach() for p in self.hn.parameters()), *(self.fixed[n].detach() for n in self.ema_fixed)]
             torch._foreach_lerp_(ema, live, 1 - decay)
