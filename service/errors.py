@@ -32,6 +32,19 @@ class Unauthorized(NeuMetaError):
     code, status = "unauthorized", 401
 
 
+class BlobNotFound(NeuMetaError, LookupError):
+    """A content-addressed URL (``/blobs/sha256/<hex>``) this replica cannot produce: it never served
+    that digest, or no longer holds the checkpoint that made it. ``/model`` names the current one."""
+
+    code, status = "blob_not_found", 404
+
+
+class PreconditionFailed(NeuMetaError):
+    """``If-Match`` names a different file than the one the URL serves now."""
+
+    code, status = "precondition_failed", 412
+
+
 class Busy(NeuMetaError):
     code, status = "busy", 503
 

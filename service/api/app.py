@@ -14,7 +14,8 @@ from service.api.digests import DigestMemo
 from service.api.errors import install_error_handlers
 from service.api.generation import GenerationPool
 from service.api.middleware import RequestContextMiddleware
-from service.api.routes import archs, health, metrics, model
+from service.api import openapi
+from service.api.routes import archs, blobs, health, metrics, model
 from service.cache import BlobCache
 from service.catalog import Catalog
 from service.hypernet.generate import table_for
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = [key.encode("utf-8") for key in settings.api_keys]
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
-    for router in (model.router, archs.router, health.router, metrics.router):
+    for router in (model.router, blobs.router, archs.router, health.router, metrics.router):
         app.include_router(router)
+    openapi.install(app, bearer=bool(settings.api_keys))
     return app

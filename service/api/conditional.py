@@ -1,7 +1,7 @@
 """Conditional and partial requests on an immutable blob (RFC 9110 sections 13 and 14).
 
 The ETag is the quoted SHA-256 of the body, so it is strong: ``If-None-Match`` compares weakly
-(``W/`` prefixes ignored, ``*`` matches anything), ``If-Range`` strongly. Only single byte ranges
+(``W/`` prefixes ignored, ``*`` matches anything), ``If-Match`` and ``If-Range`` strongly. Only single byte ranges
 are served; a multi-range or malformed ``Range`` header is ignored (the full body is sent), as the
 RFC allows, and a range that starts past the end is unsatisfiable (416).
 """
@@ -25,6 +25,17 @@ def none_match(header: str | None, etag: str) -> bool:
     for tag in header.split(","):
         tag = tag.strip()
         if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def match(header: str | None, etag: str) -> bool:
+    """``If-Match`` holds (absent, ``*``, or a list naming ``etag``, compared strongly); else 412."""
+    if header is None:
+        return True
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag == etag:  # a weak W/ tag never matches strongly
             return True
     return False
 

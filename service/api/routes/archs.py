@@ -11,7 +11,7 @@ from service.api.deps import ApiKey, CatalogDep
 router = APIRouter(prefix="/archs", tags=["catalog"], dependencies=[ApiKey])
 
 
-@router.get("")
+@router.api_route("", methods=["GET", "HEAD"])
 def list_archs(catalog: CatalogDep) -> dict[str, Any]:
     """Every servable arch: scope, widths, dataset, input shape, labels, and params, ONNX bytes and
     evaluation per width. A plain ``def``: the first call sizes every width's ONNX file (about a

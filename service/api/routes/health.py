@@ -12,14 +12,15 @@ from service.api.schemas import Health, LoadedCheckpoint, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-@router.get("/livez", include_in_schema=False)
+# HEAD wherever GET works (RFC 9110 9.3.2): probes and proxies use it.
+@router.api_route("/healthz", methods=["GET", "HEAD"])
+@router.api_route("/livez", methods=["GET", "HEAD"], include_in_schema=False)
 async def healthz() -> Health:
     """Liveness: the process is up and its event loop answers."""
     return Health()
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(service: ServiceDep) -> JSONResponse:
     """Readiness: at least one checkpoint is loaded. A degraded Redis still serves (it is an optimisation)."""
     catalog, cache = service.catalog, service.cache

@@ -10,7 +10,7 @@ from service.api.deps import MetricsDep
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.api_route("/metrics", methods=["GET", "HEAD"], response_class=Response)
 async def metrics(registry: MetricsDep) -> Response:
     """Requests, latency, generations, cache events, in-flight work and bytes served."""
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,137 @@
+"""The OpenAPI document, made to describe what the routes really do.
+
+``/model`` parses its query string by hand (service/api/query.py: strict, unknown parameters
+refused), so FastAPI cannot see its parameters; they are declared here from the same constants.
+Every response names its headers and every error status its codes (as an enum). operationIds are
+``<method>_<route>``: unique (GET and HEAD of one route differ) and stable across restarts (FastAPI's
+own take the first element of a set of methods). With API keys on, the gated routes carry a bearer
+security scheme.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from service.api.query import MAX_DIGITS
+from service.export import DTYPES
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+_ERROR_CODES = {
+    401: ["unauthorized"], 404: ["unknown_arch", "blob_not_found", "not_found"],
+    412: ["precondition_failed"], 416: ["range_not_satisfiable"],
+    422: ["invalid_parameter", "width_out_of_range"], 503: ["busy"], 500: ["internal"],
+}
+_HEADER_DOCS = {
+    "ETag": "quoted SHA-256 of the whole body (strong)",
+    "X-Model-Sha256": "SHA-256 of the whole body, 64 lowercase hex",
+    "X-Model-Arch": "catalog id", "X-Model-Width": "width served", "X-Model-Params": "parameters of the network",
+    "X-Model-Dtype": "weight storage type", "X-Model-Samples": "K, hypernetwork samples averaged",
+    "X-Checkpoint": "first 12 hex of the checkpoint's SHA-256",
+    "X-Cache": "hit, miss or coalesced", "Cache-Control": "no-cache on /model; immutable on /blobs",
+    "Content-Location": "(/model only) /blobs/sha256/<hex>: the same bytes under a URL that never changes",
+    "Content-Disposition": "attachment; filename=...", "Accept-Ranges": "bytes",
+    "X-Request-ID": "the caller's id, or a new one",
+}
+_INTEGER = {"type": "integer", "minimum": 1, "maximum": 10**MAX_DIGITS - 1}
+
+
+def _headers(*names: str) -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+def _error(status: int, *extra_headers: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {"description": ", ".join(_ERROR_CODES[status]), "headers": _headers("X-Error-Code", *extra_headers),
+            "content": {"application/json": {"schema": {"allOf": [schema], "properties": {
+                "code": {"type": "string", "enum": _ERROR_CODES[status]}}}}}}
+
+
+def _blob_responses() -> dict[int | str, dict[str, Any]]:
+    model = tuple(_HEADER_DOCS)
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        200: {"description": "the ONNX ModelProto", "content": binary, "headers": _headers(*model)},
+        206: {"description": "the requested byte range (Range, under If-Range)", "content": binary,
+              "headers": _headers(*model, "Content-Range")},
+        304: {"description": "If-None-Match named this file", "headers": _headers(*model)},
+        401: _error(401, "WWW-Authenticate"), 404: _error(404), 412: _error(412), 416: _error(416, "Content-Range"),
+        422: _error(422), 503: _error(503, "Retry-After"),
+    }
+
+
+def _conditional_parameters() -> list[dict[str, Any]]:
+    return [{"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": doc}
+            for name, doc in (("If-None-Match", "ETag(s) held: 304 when one is this file"),
+                              ("If-Match", "ETag(s): 412 unless one is this file"),
+                              ("Range", "bytes=a-b, bytes=a- or bytes=-n"),
+                              ("If-Range", "ETag: honour Range only for this exact file"))]
+
+
+def model_route() -> dict[str, Any]:
+    """Keyword arguments of the ``/model`` route: its responses and its hand-parsed query."""
+    query = [
+        {"name": "arch", "in": "query", "required": True, "description": "catalog id (GET /archs)",
+         "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"}},
+        {"name": "width", "in": "query", "description": "inner width; at most one of width, max_params, max_bytes",
+         "schema": _INTEGER},
+        {"name": "max_params", "in": "query", "description": "largest width with at most this many parameters",
+         "schema": _INTEGER},
+        {"name": "max_bytes", "in": "query", "description": "largest width whose file has at most this many bytes",
+         "schema": _INTEGER},
+        {"name": "dtype", "in": "query", "schema": {"type": "string", "enum": list(DTYPES), "default": "float32"}},
+        {"name": "samples", "in": "query", "description": "K, 1..NEUMETA_MAX_SAMPLES", "schema": _INTEGER},
+    ]
+    return {"responses": _blob_responses(), "openapi_extra": {"parameters": query + _conditional_parameters()}}
+
+
+def blob_route() -> dict[str, Any]:
+    """Keyword arguments of the ``/blobs/sha256/{digest}`` route."""
+    return {"responses": _blob_responses(), "openapi_extra": {"parameters": [
+        {"name": "digest", "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}, *_conditional_parameters()]}}
+
+
+def install(app: FastAPI, *, bearer: bool) -> None:
+    """Replace ``app.openapi`` with the post-processed document (built once, on first use)."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _finish(app, get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes), bearer)
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]
+
+
+def _finish(app: FastAPI, doc: dict[str, Any], bearer: bool) -> dict[str, Any]:
+    components = doc.setdefault("components", {})
+    components.setdefault("schemas", {})["ErrorBody"] = {
+        "type": "object", "required": ["code", "message", "request_id"],
+        "properties": {"code": {"type": "string", "enum": sorted({c for cs in _ERROR_CODES.values() for c in cs})},
+                       "message": {"type": "string"}, "request_id": {"type": "string"}}}
+    components["headers"] = {name: {"description": doc_, "schema": {"type": "string"}}
+                             for name, doc_ in {**_HEADER_DOCS, "Content-Range": "bytes a-b/total or bytes */total",
+                                                "Retry-After": "seconds", "X-Error-Code": "the body's code",
+                                                "WWW-Authenticate": "Bearer"}.items()}
+    if bearer:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    gated = {route.path for route in app.routes if isinstance(route, APIRoute) and route.dependencies}
+    names = {route.path: route.name for route in app.routes if isinstance(route, APIRoute)}
+    for path, operations in doc.get("paths", {}).items():
+        for method, operation in operations.items():
+            operation["operationId"] = f"{method}_{names[path].removeprefix('get_')}"
+            if bearer and path in gated:
+                operation["security"] = [{"bearer": []}]
+            for status in ("422",):  # FastAPI's own validation schema does not describe our errors
+                if operation.get("responses", {}).get(status, {}).get("content", {}).get(
+                        "application/json", {}).get("schema", {}).get("$ref", "").endswith("HTTPValidationError"):
+                    operation["responses"][status] = _error(422)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components["schemas"].pop(unused, None)
+    return doc
