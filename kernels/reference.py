@@ -52,8 +52,8 @@ class INRWeights(NamedTuple):
         return INRWeights(*(None if t is None else fn(t) for t in self))
 
 
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """Integer finaliser (lowbias32 shape) on uint32 values held in an int64 tensor."""
+def hash32(x: torch.Tensor | int) -> torch.Tensor | int:
+    """Integer finaliser (lowbias32 shape) on uint32 values held in an int64 tensor (or a Python int)."""
     x = x ^ (x >> 16)
     x = (x * HASH_MUL_1) & MASK32
     x = x ^ (x >> 15)
@@ -62,9 +62,8 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
 
 
 def sample_key(seed: int, k: int) -> int:
-    """Per-sample stream key; a Python int in [0, 2^32)."""
-    hk = int(hash32(torch.tensor([k & MASK32], dtype=torch.int64)).item())
-    return int(hash32(torch.tensor([(seed & MASK32) ^ hk], dtype=torch.int64)).item())
+    """Per-sample stream key; a Python int in [0, 2^32), computed on the host (no tensor, no sync)."""
+    return int(hash32((seed & MASK32) ^ hash32(k & MASK32)))
 
 
 def counter_hashes(n_rows: int, dim: int, device: torch.device | None = None) -> torch.Tensor:

@@ -170,51 +170,61 @@ def _load_cifar10(root: Path) -> tuple[DatasetInfo, ImagesLabels, ImagesLabels]:
 
 def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float32 (x/255 - mean) / std per channel."""
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    mean = torch.tensor(info.mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - mean) / std
 
 
 def augment(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop (zero padding) + horizontal flip, one draw per image, vectorised over the batch."""
+    """Random crop (zero padding) + horizontal flip, one draw per image, vectorised over the batch.
+    Runs where ``images`` and ``generator`` are (both on one device)."""
     b, c, h, w = images.shape
+    dev = images.device
     padded = torch.nn.functional.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
-    flip = torch.rand(b, generator=generator) < 0.5
-    rows = dy[:, None] + torch.arange(h)  # (B, H)
-    cols = torch.arange(w).expand(b, w)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev)
+    flip = torch.rand(b, generator=generator, device=dev) < 0.5
+    rows = dy[:, None] + torch.arange(h, device=dev)  # (B, H)
+    cols = torch.arange(w, device=dev).expand(b, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # (B, W)
-    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+    return padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled sample order of one epoch; a pure function of (seed, epoch) so runs can resume."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The shuffled sample order of one epoch, drawn on ``device``; a pure function of (seed, epoch,
+    device type) so runs can resume."""
+    gen = torch.Generator(device).manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=gen, device=device)
 
 
 class StepBatches:
     """Training batches indexed by step, not drawn from an iterator: step s always yields the same
     augmented images (a pure function of seed and s), so a run resumes exactly, and under DDP each
-    rank takes its own shard of the global batch. Holds one epoch's order at a time."""
+    rank takes its own shard of the global batch. The split lives on ``device`` (Fashion-MNIST's
+    55,000 images are 43 MB as uint8) and batches are gathered, augmented and normalised there from
+    per-step generators: nothing crosses the host boundary and nothing waits on the device. Holds
+    one epoch's order at a time."""
 
-    def __init__(self, split: Split, info: DatasetInfo, batch_size: int, seed: int, world: int = 1, rank: int = 0):
-        self.split, self.info, self.batch_size, self.seed = split, info, batch_size, seed
+    def __init__(self, split: Split, info: DatasetInfo, batch_size: int, seed: int, world: int = 1, rank: int = 0,
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.images, self.labels = split.images.to(self.device), split.labels.to(self.device)
+        self.info, self.batch_size, self.seed = info, batch_size, seed
         self.world, self.rank = world, rank
         self.per_epoch = max(1, len(split) // (batch_size * world))
         self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its order)
 
     def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x float32 (B, C, H, W), y int64 (B,)) of this rank at ``step``, on the CPU."""
+        """(x float32 (B, C, H, W), y int64 (B,)) of this rank at ``step``, on the device."""
         epoch, i = divmod(step, self.per_epoch)
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, epoch_order(len(self.split), self.seed, epoch))
+            self._order = (epoch, epoch_order(len(self.labels), self.seed, epoch, self.device))
         lo = (i * self.world + self.rank) * self.batch_size
         idx = self._order[1][lo:lo + self.batch_size]
-        gen = torch.Generator().manual_seed(self.seed * 7_919 + step * 131 + self.rank)
-        x = normalize(augment(self.split.images[idx], self.info.crop_padding, gen), self.info)
-        return x, self.split.labels[idx]
+        gen = torch.Generator(self.device).manual_seed(self.seed * 7_919 + step * 131 + self.rank)
+        x = normalize(augment(self.images[idx], self.info.crop_padding, gen), self.info)
+        return x, self.labels[idx]
 
 
 def batches(split: Split, info: DatasetInfo, batch_size: int, *, order: torch.Tensor | None = None,

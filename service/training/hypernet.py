@@ -23,6 +23,13 @@ only the full model at w = 64 (``--rec-widths full``, the paper). A data-free wa
 ``--warm-steps`` reconstruction-only steps runs first. The EMA of the INR is validated on the
 VAL split at several widths (K=1, clean) and its best copy is what ``ship.py`` ships.
 
+Speed: the INR runs through ``batched_inr`` (groups of equal-sized heads, per-width constants
+cached; ``inr_path = "reference"`` runs ``kernels.reference`` instead, the same math), batches are
+drawn and augmented on the training device, terms whose weight is 0 are not computed, and a step
+never waits on the device: its losses stay tensors until the next log line (``tests/training/
+test_trainer_speed.py`` makes every host read raise inside a step). The schedule is set in steps;
+``max_minutes`` only stops a run early, at a checkpoint.
+
 Distributed: under torchrun (WORLD_SIZE > 1) each rank reads its own shard of every global batch
 and gradients are all-reduced (mean) before the update, so every rank holds identical weights.
 Run directly for torchrun: ``python -m service.training.hypernet --base ... --out ...``.
@@ -47,6 +54,7 @@ from safetensors.torch import save_file
 
 from service.archs import FULL_WIDTH, ResNet20, inner_widths, tensor_specs
 from service.hypernet import HyperNet
+from service.training.batched_inr import BatchedINR
 from service.training.data import StepBatches
 from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
@@ -119,7 +127,8 @@ class Trainer:
             groups.append({"params": [self.fixed[n] for n in names], "lr_scale": cfg.fixed_lr_scale,
                            "weight_decay": 0.0})
         self.params = [p for g in groups for p in g["params"]]
-        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # Fused AdamW: one kernel for every parameter, on CUDA and CPU alike (no per-tensor launches).
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         self.step, self.wall = 0, 0.0
         self.best: dict[str, Any] = {"score": -1.0}
         self.models: dict[int, ResNet20] = {}
@@ -127,7 +136,11 @@ class Trainer:
         self.teacher.load_state_dict(self.base)
         self.teacher.to(self.device).eval()
         self.hardware = [hardware(self.device)]  # every machine the run trained on (resumes may move)
-        self.batches = StepBatches(self.splits.train, self.splits.info, cfg.batch, cfg.seed, self.world, self.rank)
+        self.batches = StepBatches(self.splits.train, self.splits.info, cfg.batch, cfg.seed, self.world, self.rank,
+                                   self.device)
+        batched = cfg.inr_path == "batched" and not self.hn.config.channel_embeddings  # embeddings: reference only
+        self.batched = BatchedINR(self.hn, cfg.scope, self.in_ch, self.n_cls) if batched else None
+        self._targets: dict[int, dict[str, torch.Tensor]] = {}  # reconstruction targets per width
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -138,12 +151,9 @@ class Trainer:
         return self.cfg.warm_steps + self.cfg.steps
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up (20 steps) then cosine to 5% of the peak over all steps, or over
-        ``max_minutes`` of wall time when that comes first (so a time-boxed run still anneals)."""
-        t = min(1.0, step / max(1, self.total_steps))
-        if self.cfg.max_minutes:
-            t = max(t, min(1.0, self.wall / (60 * self.cfg.max_minutes)))
-        return warmup_cosine(self.cfg.lr, step, t)
+        """Linear warm-up (20 steps) then cosine to 5% of the peak over all steps. Set in steps only,
+        so a run's schedule is the same on any machine (``max_minutes`` stops early, it never anneals)."""
+        return warmup_cosine(self.cfg.lr, step, min(1.0, step / max(1, self.total_steps)))
 
     def width_at(self, step: int) -> int:
         lo, hi = self.cfg.widths_train
@@ -158,24 +168,37 @@ class Trainer:
                                           batchnorm=False).requires_grad_(False).to(self.device)
         return self.models[width]
 
-    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's shard of the global batch of task step ``step``, augmented on the host and
-        moved to the training device."""
-        x, y = self.batches.at(step)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def generated(self, width: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The INR's tensors at ``width`` (noisy sample ``seed``) and, when ``lambda_norm`` > 0, the sum
+        of their Frobenius norms."""
+        if self.batched is None:
+            gen = generated_tensors(self.hn, self.cfg.scope, width, self.in_ch, self.n_cls, seed=seed)
+            norm = torch.stack([g.norm() for g in gen.values()]).sum() if self.cfg.lambda_norm > 0 else None
+            return gen, norm
+        plan = self.batched.plan(width)
+        out = self.batched.forward(plan, seed)
+        return self.batched.tensors(plan, out), self.batched.norm_sum(plan, out) if self.cfg.lambda_norm > 0 else None
 
-    def loss(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def targets(self, width: int) -> dict[str, torch.Tensor]:
+        if width not in self._targets:
+            self._targets[width] = reconstruction_targets(self.base, self.cfg.scope, width, self.in_ch, self.n_cls)
+        return self._targets[width]
+
+    def loss(self, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The objective at ``step`` and its parts, as tensors (reading them waits on the device)."""
         cfg, w = self.cfg, self.width_at(step)
-        gen = generated_tensors(self.hn, cfg.scope, w, self.in_ch, self.n_cls, seed=step + 1)
+        gen, norm = self.generated(w, seed=step + 1)
         parts: dict[str, torch.Tensor] = {}
-        if cfg.rec_widths == "all" or w == FULL_WIDTH or step < cfg.warm_steps:
-            targets = reconstruction_targets(self.base, cfg.scope, w, self.in_ch, self.n_cls)
-            parts["rec"] = torch.stack([weighted_mse(gen[k], t) for k, t in targets.items()]).mean()
-        parts["norm"] = torch.stack([g.norm() for g in gen.values()]).sum()
-        rec = parts.get("rec", torch.zeros((), device=self.device))
-        loss = cfg.lambda_rec * rec + cfg.lambda_norm * parts["norm"]
-        if step >= cfg.warm_steps:
-            x, y = self.batch_at(step - cfg.warm_steps)
+        loss = torch.zeros((), device=self.device)
+        warm = step < cfg.warm_steps
+        if cfg.lambda_rec > 0 and (cfg.rec_widths == "all" or w == FULL_WIDTH or warm):
+            parts["rec"] = torch.stack([weighted_mse(gen[k], t) for k, t in self.targets(w).items()]).mean()
+            loss = loss + cfg.lambda_rec * parts["rec"]
+        if norm is not None:
+            parts["norm"] = norm
+            loss = loss + cfg.lambda_norm * norm
+        if not warm:
+            x, y = self.batches.at(step - cfg.warm_steps)
             state = full_state(self.fixed, gen, cfg.scope, w, self.in_ch, self.n_cls)
             x = prepare_input(x, cfg.precision)
             with autocast(cfg.precision, self.device):
@@ -189,16 +212,17 @@ class Trainer:
             if cfg.lambda_kd > 0:
                 parts["kd"] = distillation(logits, teacher, cfg.kd_temperature)
                 loss = loss + cfg.lambda_kd * parts["kd"]
-        return loss, {"width": w, **{k: float(v.detach()) for k, v in parts.items()}}
+        return loss, {"width": w, **{k: v.detach() for k, v in parts.items()}}
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
+        """One optimisation step. Nothing in it reads a device value on the host."""
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step) * group["lr_scale"]
         loss, info = self.loss(self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.params, self.world)
-        info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip))
+        info["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip, foreach=True)
         self.opt.step()
         with torch.no_grad():
             decay = ema_decay_at(self.cfg.ema_decay, self.step)
@@ -271,32 +295,34 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
                    desc=f"hypernet[{cfg.scope}]", dynamic_ncols=True)
         start = time.time() - self.wall
-        running: dict[str, list[float]] = {}
+        running: dict[str, list[torch.Tensor]] = {}
+        last_save = time.monotonic()
         while self.step < self.total_steps:
             info = self.train_step()
-            self.wall = time.time() - start
-            if self.world > 1:  # one clock for all ranks: the time-based schedule and stop must agree
-                clock = torch.tensor([self.wall], dtype=torch.float64, device=self.device)
-                dist.all_reduce(clock, op=dist.ReduceOp.MAX)
-                self.wall = float(clock)
+            self.wall = time.time() - start  # the host's clock: no wait on the device
             for k in ("ce", "acc", "rec", "kd"):
                 if k in info:
                     running.setdefault(k, []).append(info[k])
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in info.items() if k in ("width", "ce", "acc", "rec")})
-            out_of_time = cfg.max_minutes is not None and self.wall > 60 * cfg.max_minutes
+            at_checkpoint = self.step % cfg.ckpt_every == 0
+            out_of_time = at_checkpoint and self._out_of_time(start)
             done = self.step >= self.total_steps or out_of_time
             if self.step % cfg.val_every == 0 or done:
-                train = {f"train_{k}": round(sum(v) / len(v), 4) for k, v in running.items()}
+                # The only host reads of the training losses: once per validation, not once per step.
+                train = {f"train_{k}": round(float(torch.stack(v).mean()), 4) for k, v in running.items()}
                 accs = self.validate()
                 self._maybe_best(accs, train)
                 running.clear()
+                bar.set_postfix({"val": f"{sum(accs.values()) / len(accs):.2f}",
+                                 **{k: f"{v:.3g}" for k, v in train.items()}})
                 if bar.disable and self.rank == 0:  # no bar (--no-progress, a log file): one line per validation
                     print(f"step {self.step}/{self.total_steps} wall {self.wall:.0f}s "
                           f"val {' '.join(f'w{w}:{a:.2f}' for w, a in accs.items())} "
                           f"{' '.join(f'{k}:{v:.3g}' for k, v in train.items())}", flush=True)
-            if self.step % cfg.ckpt_every == 0 or done:
+            # Checkpoints at most every ckpt_min_seconds: a fast device would otherwise spend its time writing.
+            if done or (at_checkpoint and time.monotonic() - last_save >= cfg.ckpt_min_seconds):
                 self._save()
+                last_save = time.monotonic()
             if out_of_time:
                 break
         bar.close()
@@ -305,6 +331,16 @@ class Trainer:
             (self.out / f"rank{self.rank}.sha256").write_text(weights_digest(self.hn) + "\n")
             dist.barrier()
         return {"step": self.step, "wall_s": self.wall, "best": self.best}
+
+
+    def _out_of_time(self, start: float) -> bool:
+        """Whether ``max_minutes`` has passed; under DDP the slowest rank's clock decides for all."""
+        self.wall = time.time() - start
+        if self.world > 1:
+            clock = torch.tensor([self.wall], dtype=torch.float64, device=self.device)
+            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+            self.wall = float(clock)
+        return self.cfg.max_minutes is not None and self.wall > 60 * self.cfg.max_minutes
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:

@@ -25,6 +25,7 @@ SHIPPED_WIDTHS = {Scope.ALL.value: (8, FULL_WIDTH), Scope.LAST.value: (16, FULL_
 WIDTH_SAMPLINGS = ("uniform", "sandwich")
 ZERO_INITS = ("conv2", "all", "bias", "none")
 REC_WIDTHS = ("all", "full")
+INR_PATHS = ("batched", "reference")
 
 
 @dataclass
@@ -66,8 +67,10 @@ class TrainConfig:
     val_widths: list[int] = field(default_factory=list)  # empty: a default set for the scope
     val_every: int = 200
     val_limit: int = 2000  # VAL images per width during training
-    ckpt_every: int = 50
-    max_minutes: float | None = None  # stop early (and save) after this much wall time
+    ckpt_every: int = 50  # steps between checkpoint chances; one is written only if ckpt_min_seconds passed
+    ckpt_min_seconds: float = 60.0  # at most one scratch checkpoint a minute (and always at the end)
+    max_minutes: float | None = None  # stop early, at a checkpoint; the schedule is set in steps only
+    inr_path: str = "batched"  # "reference": kernels.reference per head (the same math, slower; benchmarks)
     threads: int = 1
     seed: int = 0
     progress: bool = True
@@ -77,7 +80,8 @@ class TrainConfig:
         # config.json (ship.py) is refused the same way, before any data or weights are read.
         self.widths_train = tuple(self.widths_train)  # type: ignore[assignment]  # JSON gives a list
         for name, allowed in (("scope", SCOPES), ("dataset", DATASETS), ("width_sampling", WIDTH_SAMPLINGS),
-                              ("zero_init", ZERO_INITS), ("rec_widths", REC_WIDTHS), ("precision", PRECISIONS)):
+                              ("zero_init", ZERO_INITS), ("rec_widths", REC_WIDTHS), ("precision", PRECISIONS),
+                              ("inr_path", INR_PATHS)):
             if getattr(self, name) not in allowed:
                 raise InvalidParameter(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of "
                                        f"{', '.join(allowed)}")

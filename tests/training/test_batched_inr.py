@@ -1,0 +1,109 @@
+"""The batched training forward (service.training.batched_inr) against the reference math
+(kernels.reference through HyperNet.forward): outputs, generated tensors, the norm term and every
+parameter's gradient, at several widths, odd ones included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from service.hypernet import HyperNet, HyperNetConfig, coord_table, scatter
+from service.hypernet.model import head_count
+from service.training.batched_inr import BatchedINR, HeadGroup, _groups
+
+SHAPES = {
+    "per-tensor, band-limited, noisy": dict(head_per_block=True, band_limit=0.2887, noise=1.0),
+    "per-tensor, clean (the shipped shape)": dict(head_per_block=True, band_limit=0.2887, noise=0.0),
+    "per-role": dict(head_per_block=False, noise=1.0),
+    "channel heads (some empty)": dict(head_per_block=True, channel_heads=3, noise=0.5),
+}
+
+
+def inr(shape: dict, seed: int = 0) -> HyperNet:
+    torch.manual_seed(seed)
+    heads = head_count("all", shape["head_per_block"], shape.get("channel_heads", 1))
+    hn = HyperNet(HyperNetConfig(hidden=24, layers=2, num_freqs=4, heads=heads, **shape))
+    with torch.no_grad():  # non-trivial residual scales and biases, so every parameter matters
+        for p in hn.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return hn
+
+
+def reference(hn: HyperNet, width: int, seed: int | None):
+    c = hn.config
+    table = coord_table("all", width, 1, 10, c.norm, c.noise)
+    out = hn(table, samples=1, seed=seed or 0, clean_first=seed is None)
+    gen = scatter(table, out)
+    return out, gen, torch.stack([g.norm() for g in gen.values()]).sum()
+
+
+def batched(hn: HyperNet, width: int, seed: int | None):
+    fast = BatchedINR(hn, "all", 1, 10)
+    plan = fast.plan(width)
+    out = fast.forward(plan, seed)
+    return out, fast.tensors(plan, out), fast.norm_sum(plan, out)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("width", [1, 8, 13, 37, 64])
+def test_outputs_tensors_and_norm_equal_the_reference(shape, width):
+    hn = inr(shape)
+    for seed in (None, 7):
+        out_ref, gen_ref, norm_ref = reference(hn, width, seed)
+        out, gen, norm = batched(hn, width, seed)
+        torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
+        assert gen.keys() == gen_ref.keys()
+        for name, t in gen.items():
+            assert t.shape == gen_ref[name].shape, name
+            torch.testing.assert_close(t, gen_ref[name], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(norm, norm_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("width", [8, 21, 64])
+def test_gradients_equal_the_reference(shape, width):
+    """Gradients of a loss touching every generated tensor and the norm term, per parameter."""
+    hn = inr(shape, seed=1)
+    probe = {k: torch.randn(t.shape, generator=torch.Generator().manual_seed(i))
+             for i, (k, t) in enumerate(reference(hn, width, None)[1].items())}
+
+    def grads(fn):
+        hn.zero_grad(set_to_none=True)
+        _, gen, norm = fn(hn, width, 3)
+        (sum((gen[k] * p).sum() for k, p in probe.items()) + 0.1 * norm).backward()
+        return {n: p.grad.clone() for n, p in hn.named_parameters()}
+
+    want, got = grads(reference), grads(batched)
+    for name, g in want.items():
+        torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_norm_of_a_zero_tensor_has_zero_gradient_not_nan():
+    """Zero-initialised conv2 heads make their tensors exactly 0, where ||t|| has no gradient."""
+    hn = inr(SHAPES["per-role"])
+    with torch.no_grad():
+        hn.w_out.zero_()
+        hn.b_out.zero_()
+    fast = BatchedINR(hn, "all", 1, 10)
+    plan = fast.plan(16)
+    fast.norm_sum(plan, fast.forward(plan, None)).backward()
+    assert all(torch.isfinite(p.grad).all() for p in hn.parameters() if p.grad is not None)
+
+
+def test_heads_group_into_runs_of_equal_size_and_empty_heads_are_kept_apart():
+    assert _groups([0, 4, 8, 12, 20, 20, 20, 23]) == (
+        HeadGroup(heads=3, rows=4, start=0, empty=False),
+        HeadGroup(heads=1, rows=8, start=12, empty=False),
+        HeadGroup(heads=2, rows=0, start=20, empty=True),
+        HeadGroup(heads=1, rows=3, start=20, empty=False),
+    )
+    # The shipped shape at full width: 36 heads in 14 launches.
+    hn = inr(SHAPES["per-tensor, clean (the shipped shape)"])
+    assert len(BatchedINR(hn, "all", 1, 10).plan(64).groups) == 14
+
+
+def test_channel_embeddings_are_refused():
+    hn = HyperNet(HyperNetConfig(hidden=8, layers=1, num_freqs=2, heads=36, head_per_block=True,
+                                 channel_embeddings=True))
+    with pytest.raises(ValueError, match="reference path"):
+        BatchedINR(hn, "all", 1, 10)
