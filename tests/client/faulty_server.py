@@ -12,6 +12,10 @@ takes the next fault from a script:
     ignore_range        answer 200 with the whole body even when Range is asked for
     error:CODE:STATUS   a JSON error with X-Error-Code CODE
 
+With ``immutable_urls`` on (as the real service since issue 41), ``/model`` also names the body's
+content-addressed URL in ``Content-Location`` and ``/blobs/sha256/<hex>`` serves it (same faults),
+a digest other than the current body's is ``404 blob_not_found`` (as after a checkpoint update).
+
 When the script runs out, requests are answered ``ok``. Every request is recorded (method, path,
 query, headers) so tests can count attempts and inspect what the client sent.
 """
@@ -55,6 +59,7 @@ class FaultyServer:
     def __init__(self, body: bytes):
         self.publish(body)
         self.requests: list[Recorded] = []
+        self.immutable_urls = False
         self._script: deque[str] = deque()
         self._lock = threading.Lock()
         self._httpd = _QuietHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -77,6 +82,9 @@ class FaultyServer:
 
     def model_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path == "/model"]
+
+    def blob_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.startswith("/blobs/")]
 
     def next_fault(self) -> str:
         with self._lock:
@@ -113,15 +121,21 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 return self._error(int(status), code, f"scripted {code}")
             if url.path == "/archs":
                 return self._send(200, json.dumps(CATALOG).encode(), {"Content-Type": "application/json"})
+            blob_path = f"/blobs/sha256/{server.sha256}"
+            if server.immutable_urls and url.path.startswith("/blobs/sha256/"):
+                if url.path != blob_path:
+                    return self._error(404, "blob_not_found", "not served here")
+                return self._model(kind, arg, {"Cache-Control": "public, max-age=31536000, immutable"})
             if url.path != "/model":
                 return self._error(404, "not_found", "no such route")
-            self._model(kind, arg)
+            pinned = {"Content-Location": blob_path} if server.immutable_urls else {}
+            self._model(kind, arg, {"Cache-Control": "no-cache", **pinned})
 
-        def _model(self, kind: str, arg: str) -> None:
+        def _model(self, kind: str, arg: str, extra: dict[str, str]) -> None:
             body, headers = server.body, {
                 "Content-Type": "application/octet-stream", "ETag": server.etag, "X-Model-Sha256": server.sha256,
                 "X-Model-Arch": "resnet20", "X-Model-Width": "8", "X-Model-Dtype": "float32",
-                "X-Model-Params": "1234", "X-Checkpoint": "0123456789ab", "Accept-Ranges": "bytes"}
+                "X-Model-Params": "1234", "X-Checkpoint": "0123456789ab", "Accept-Ranges": "bytes", **extra}
             if self.headers.get("If-None-Match") == server.etag:
                 return self._send(304, b"", headers, content_length=False)
             status, start = 200, 0

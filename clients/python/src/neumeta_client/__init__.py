@@ -14,6 +14,7 @@ from neumeta_client.client import AsyncClient, Client
 from neumeta_client.errors import (
     Busy,
     CacheLockTimeout,
+    CachedCopyCorrupt,
     CacheWriteError,
     ChecksumMismatch,
     InvalidParameter,
@@ -36,6 +37,7 @@ __all__ = [
     "CacheLockTimeout",
     "CacheReport",
     "CacheWriteError",
+    "CachedCopyCorrupt",
     "CachedModel",
     "ChecksumMismatch",
     "Client",

@@ -1,9 +1,14 @@
 """`pull`: revalidate or download one model into the cache, verified, resumable, under the key's lock.
 
-One attempt is one `GET /model`. It carries ``If-None-Match`` when the cache already has the blob
-(304 -> done), and ``Range`` + ``If-Range`` when an interrupted download left a partial file whose
-validator still matches. The body streams into ``incomplete/<key>.incomplete`` while being hashed;
-only bytes whose SHA-256 equals the server's ``X-Model-Sha256`` are renamed into ``blobs/``.
+One attempt is one `GET /model` (the mutable URL: the current model of the request). It carries
+``If-None-Match`` when the cache holds the blob and the blob still hashes to its name (304 -> done;
+a rotted blob is deleted and downloaded again), and ``Range`` + ``If-Range`` when an interrupted
+download left a partial file. A resume goes first to the immutable URL the server named in
+``Content-Location`` (``/blobs/sha256/<hex>``: its bytes cannot change under the partial), and
+after a 404 there (another replica, a checkpoint update) to ``/model``, where ``If-Range`` turns a
+changed model into a whole new 200 instead of a splice. The body streams into
+``incomplete/<key>.incomplete`` while being hashed; only bytes whose SHA-256 equals the server's
+``X-Model-Sha256`` are renamed into ``blobs/``.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ class BlobWriter:
             self.headers = ModelHeaders.parse(response)
             # The validator is written before the first byte so that any interruption can resume.
             self.cache.write_partial_meta(self.key, PartialMeta(self.headers.etag, self.headers.sha256,
-                                                                self.headers.length))
+                                                                self.headers.length, immutable_url(response)))
             self._open("wb")
             return True
         if response.status_code == 206:
@@ -116,9 +121,13 @@ class BlobWriter:
 def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = None) -> Flow[Path]:
     key = request.cache_key(ctx.base_url)
     if ctx.offline:
-        blob = ctx.cache.cached_blob(ctx.cache.read_ref(key))
-        if blob is None:
+        ref = ctx.cache.read_ref(key)
+        if ctx.cache.cached_blob(ref) is None:
             raise errors.OfflineError(f"offline and {describe(request)} is not in the cache at {ctx.cache.root}")
+        blob = ctx.cache.verified_blob(ref)
+        if blob is None:
+            raise errors.CachedCopyCorrupt(f"offline and the cached copy of {describe(request)} no longer matches "
+                                           f"its sha256 {ref.sha256[:12]}... (deleted; pull online to fetch it again)")
         ctx.cache.mark_used(key)
         return blob
     lock = ctx.cache.lock(key)
@@ -132,7 +141,7 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
         # Unreachable, overloaded (busy) or failing server, but a copy on disk that was verified when
         # it was downloaded: an edge device keeps working with it (as huggingface_hub falls back to
         # its cache). Client errors (4xx: bad request, key, arch) still raise.
-        blob = ctx.cache.cached_blob(ctx.cache.read_ref(key))
+        blob = ctx.cache.verified_blob(ctx.cache.read_ref(key))
         if blob is None:
             raise
         logger.warning("could not revalidate %s (%s); using the cached copy %s", describe(request), exc, blob)
@@ -152,14 +161,24 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
 def _attempt(ctx: Context, request: ModelRequest, key: str, progress: Progress | None) -> Flow[Path]:
     cache = ctx.cache
     ref = cache.read_ref(key)
-    blob = cache.cached_blob(ref)  # re-read under the lock: another process may have just finished
+    # Re-read under the lock (another process may have just finished), and hashed: a 304 vouches for
+    # the server's bytes, not for what the disk made of them.
+    blob = cache.verified_blob(ref)
     sink = BlobWriter(cache, key, progress)
-    headers = model_request_headers(
-        etag=ref.etag if ref is not None and blob is not None else None,
-        resume_from=sink.resume_from, resume_etag=sink.resume_meta.etag if sink.resume_meta else None)
+    resume_etag = sink.resume_meta.etag if sink.resume_meta else None
+    headers = model_request_headers(etag=ref.etag if ref is not None and blob is not None else None,
+                                    resume_from=sink.resume_from, resume_etag=resume_etag)
     http_request = ctx.build_request("GET", "/model", params=request.params(), headers=headers)
     try:
-        response = yield Send(http_request, sink)
+        response = None
+        if sink.resume_from and sink.resume_meta is not None and sink.resume_meta.location:
+            pinned = ctx.build_request("GET", sink.resume_meta.location, headers=model_request_headers(
+                etag=None, resume_from=sink.resume_from, resume_etag=resume_etag))
+            response = yield Send(pinned, sink)
+            if response.status_code == 404:  # not on this replica (any more): the mutable URL, under If-Range
+                response = None
+        if response is None:
+            response = yield Send(http_request, sink)
         if response.status_code == 304 and blob is not None:
             return blob
         if sink.resume_rejected:
@@ -181,6 +200,16 @@ def _attempt(ctx: Context, request: ModelRequest, key: str, progress: Progress |
     cache.write_ref(key, Ref(sha256=h.sha256, etag=h.etag, size=path.stat().st_size, arch=h.arch, width=h.width,
                              dtype=h.dtype, params=h.params, checkpoint=h.checkpoint, url=str(http_request.url)))
     return path
+
+
+def immutable_url(response: httpx.Response) -> str | None:
+    """The URL whose bytes never change: ``Content-Location`` on /model, the request's own on /blobs."""
+    location = response.headers.get("content-location")
+    if location:
+        return str(response.request.url.join(location))
+    if "immutable" in response.headers.get("cache-control", ""):
+        return str(response.request.url)
+    return None
 
 
 def describe(request: ModelRequest) -> str:

@@ -57,6 +57,9 @@ class PartialMeta:
     etag: str
     sha256: str
     length: int | None
+    # The server's immutable URL for these bytes (Content-Location), resumed from first: its bytes
+    # cannot change under the partial file, whatever happens to the checkpoint meanwhile.
+    location: str | None = None
 
 
 class ModelCache:
@@ -112,6 +115,17 @@ class ModelCache:
             return path if path.stat().st_size == ref.size else None
         except OSError:
             return None
+
+    def verified_blob(self, ref: Ref | None) -> Path | None:
+        """`cached_blob`, if its bytes still hash to the ref's SHA-256; a rotted blob (SD cards and
+        eMMC flip bits without changing the size) is deleted and reported as absent: a miss."""
+        path = self.cached_blob(ref)
+        if path is None or ref is None:
+            return None
+        if sha256_file(path) != ref.sha256:
+            path.unlink(missing_ok=True)
+            return None
+        return path
 
     # partial downloads
 

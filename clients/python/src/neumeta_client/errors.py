@@ -118,6 +118,13 @@ class OfflineError(NeuMetaError, ConnectionError):
     code = "offline"
 
 
+class CachedCopyCorrupt(OfflineError):
+    """Offline mode is on and the cached copy no longer hashes to its SHA-256 (deleted: the next
+    online pull downloads it again)."""
+
+    code = "cached_copy_corrupt"
+
+
 class CacheLockTimeout(NeuMetaError, TimeoutError):
     """Another process held this model's cache lock for longer than ``lock_timeout``."""
 
