@@ -44,16 +44,18 @@ bits of a generated model between replicas, breaking the byte-identical-output c
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
-from collections import OrderedDict
+import threading
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from kernels.memo import TensorMemo
 from kernels.reference import INRWeights, inr_mean_reference, sample_key
 
 log = logging.getLogger(__name__)
@@ -273,29 +275,38 @@ def _pack(w: INRWeights, dim: int, num_freqs: int, precision: str) -> _Packed:
     )
 
 
-# Packed weights, keyed on the source tensors' identity and version. The entry holds the source
-# tensors, so their ids cannot be reused by other tensors while cached.
-_PACK_CACHE: OrderedDict[tuple, tuple[INRWeights, _Packed]] = OrderedDict()
-_PACK_CACHE_SIZE = 8
+# Packed weights, kept beside ``w_in`` (kernels.memo: locked, since generations run on worker
+# threads, and dropped when ``w_in`` dies). A band-limited checkpoint scales ``w_in`` per width
+# (service.hypernet.model keeps the last KEPT_WIDTHS), so each served width has its own source and
+# its pack lives exactly as long as that width's input weights; other checkpoints share one
+# ``w_in``, with a pack per (precision, encoding). The rest of the weights are part of the key
+# (identity, version, storage) and are held by the entry, so their ids cannot be reused meanwhile.
+PACKS_PER_SOURCE = 4
+_PACKS: TensorMemo[tuple[tuple[torch.Tensor, ...], _Packed]] = TensorMemo(per_source=PACKS_PER_SOURCE)
 
 
 def _packed(w: INRWeights, dim: int, num_freqs: int, precision: str) -> _Packed:
     """``w`` packed, without its row bias (a per-table input, padded per launch)."""
     w = w._replace(row_bias=None)
-    key = (tuple((id(t), t._version) for t in w if t is not None), dim, num_freqs, precision)
-    hit = _PACK_CACHE.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], w, strict=True)):
-        _PACK_CACHE.move_to_end(key)
-        return hit[1]
-    packed = _pack(w, dim, num_freqs, precision)
-    _PACK_CACHE[key] = (w, packed)
-    while len(_PACK_CACHE) > _PACK_CACHE_SIZE:
-        _PACK_CACHE.popitem(last=False)
+    rest = tuple(t for t in w[1:] if t is not None)
+    key = (tuple((id(t), t._version, t.data_ptr()) for t in rest), dim, num_freqs, precision)
+    held, packed = _PACKS.get(w.w_in, key, lambda: (rest, _pack(w, dim, num_freqs, precision)))
+    assert all(a is b for a, b in zip(held, rest, strict=True)), "a pack keyed on other weights"
     return packed
 
 
 def _interpreting() -> bool:
     return not isinstance(_fused_inr_kernel, triton.runtime.JITFunction)
+
+
+# Triton's interpreter swaps triton.language's builtins for its own during a launch, process-wide,
+# so two launches from generation worker threads break each other ("Did you forget to add
+# @triton.jit?"). Interpreted launches (CPU: tests, CI) take turns; compiled ones run concurrently.
+_INTERPRETER_LOCK = threading.Lock()
+
+
+def _launch_guard() -> contextlib.AbstractContextManager[object]:
+    return _INTERPRETER_LOCK if _interpreting() else contextlib.nullcontext()
 
 
 class _Launch(NamedTuple):
@@ -399,16 +410,17 @@ def fused_inr_mean(
                  for s in range(lo, hi, launch.block_m)]
         sched_t = torch.tensor(sched, dtype=torch.int32).T.contiguous().to(coords.device)
         try:
-            _fused_inr_kernel[(len(sched),)](
-                *tensors, out, sched_t[0], sched_t[1], sched_t[2], keys_t, p.freq,
-                p.wv, p.ws, p.wc, p.b_in, p.b_in if row_bias is None else row_bias,
-                p.wh, p.bh, p.rs, p.wo, p.bo,
-                samples, dim, out_dim, 0,
-                L=layers, CLEAN_FIRST=clean_first, BLOCK_M=launch.block_m, DA=p.da, F_PAD=p.f_pad,
-                HP=p.hp, OP=p.op, SPLIT=p.hp > 128, PREC=kernel_prec, RELOAD=launch.reload,
-                ROW_BIAS=row_bias is not None,
-                num_warps=launch.num_warps, num_stages=launch.num_stages,
-            )
+            with _launch_guard():
+                _fused_inr_kernel[(len(sched),)](
+                    *tensors, out, sched_t[0], sched_t[1], sched_t[2], keys_t, p.freq,
+                    p.wv, p.ws, p.wc, p.b_in, p.b_in if row_bias is None else row_bias,
+                    p.wh, p.bh, p.rs, p.wo, p.bo,
+                    samples, dim, out_dim, 0,
+                    L=layers, CLEAN_FIRST=clean_first, BLOCK_M=launch.block_m, DA=p.da, F_PAD=p.f_pad,
+                    HP=p.hp, OP=p.op, SPLIT=p.hp > 128, PREC=kernel_prec, RELOAD=launch.reload,
+                    ROW_BIAS=row_bias is not None,
+                    num_warps=launch.num_warps, num_stages=launch.num_stages,
+                )
         except triton.runtime.OutOfResources as exc:
             log.info("fused INR launch %s does not fit (%s); trying a smaller one", launch, exc)
             continue

@@ -1,8 +1,8 @@
 """Values derived from a live tensor, kept while that tensor is alive and unchanged.
 
-Two places need this: device copies of CPU weights (so a GPU generation does not re-upload them
-every request) and a band-limited INR's scaled input weights (so a served width hands the device
-cache the same tensor every call). Both derive something from a long-lived tensor and must never
+Three places need this: device copies of CPU weights (so a GPU generation does not re-upload them
+every request), a band-limited INR's scaled input weights (so a served width hands the device
+cache the same tensor every call) and the fused kernel's packed weights (kernels.fused_inr). All derive something from a long-lived tensor and must never
 return a value computed from an older state of it, or from another tensor that happens to reuse
 its id.
 """
@@ -13,11 +13,15 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 import torch
 
 
-class TensorMemo:
+V = TypeVar("V")
+
+
+class TensorMemo(Generic[V]):
     """Up to ``per_source`` derived values per source tensor, least recently used dropped first.
 
     Entries are keyed by the source's ``id`` (a tensor compares elementwise, so it cannot be a dict
@@ -32,10 +36,10 @@ class TensorMemo:
         if per_source < 1:
             raise ValueError(f"per_source must be at least 1, got {per_source}")
         self.per_source = per_source
-        self._kept: dict[int, OrderedDict[Hashable, torch.Tensor]] = {}
+        self._kept: dict[int, OrderedDict[Hashable, V]] = {}
         self._lock = threading.Lock()  # the service generates from worker threads
 
-    def get(self, source: torch.Tensor, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get(self, source: torch.Tensor, key: Hashable, make: Callable[[], V]) -> V:
         """The value kept for (``source`` as it is now, ``key``), made by ``make()`` on a miss."""
         full_key = (key, source._version, source.device, source.dtype, source.data_ptr())
         with self._lock:
