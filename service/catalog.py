@@ -8,7 +8,8 @@ from typing import Any
 
 from service.archs import param_count
 from service.errors import CheckpointError, UnknownArch
-from service.export import DTYPES, predict_size
+from service.export import predict_size
+from service.export.calibration import servable_dtypes
 from service.hypernet.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -65,7 +66,9 @@ def describe(ckpt: Checkpoint) -> dict[str, Any]:
         "default_samples": m.default_samples,
         "checkpoint": ckpt.short_sha,
         "params": {str(w): param_count(m.scope, w, m.in_channels, m.num_classes) for w in range(lo, hi + 1)},
-        # Exact ONNX file sizes at the default K, per dtype and width: what `max_bytes` selects against.
-        "bytes": {dtype: {str(w): predict_size(m, w, dtype) for w in range(lo, hi + 1)} for dtype in DTYPES},
+        # Exact ONNX file sizes at the default K, per servable dtype and width: what `max_bytes` selects
+        # against (no int8 without a calibration set).
+        "bytes": {dtype: {str(w): predict_size(m, w, dtype) for w in range(lo, hi + 1)}
+                  for dtype in servable_dtypes(m)},
         "evaluation": m.evaluation,
     }

@@ -153,7 +153,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # Copies of service.export.DTYPES, kernels.dispatch.BACKENDS and service.pipeline.WEIGHT_FORMATS (tests
 # keep them equal): importing those modules pulls in torch, and `neumeta --help` should not wait seconds
 # for that.
-DTYPE_CHOICES = ("float32", "float16", "int8")
+DTYPE_CHOICES = ("float32", "float16", "int8", "int8-weights")
 BACKEND_CHOICES = ("auto", "torch", "triton")
 FORMAT_CHOICES = ("onnx", "safetensors")
 

@@ -19,13 +19,14 @@ from kernels.dispatch import BACKENDS, DEFAULT_KERNEL_PRECISION, resolve_backend
 from service.archs import param_count
 from service.errors import InvalidParameter
 from service.export import DTYPES, GENERATOR_VERSION, build_onnx
+from service.export.calibration import activation_ranges, calibration_images
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_request, generate
 
 __all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "ModelBlob", "check_dtype", "render_model"]
 
 WEIGHT_FORMATS = ("onnx", "safetensors")
-SAFETENSORS_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # int8 is ONNX's quantization
+SAFETENSORS_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # the int8s are ONNX quantizations
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,15 @@ def render_model(
         raise InvalidParameter(f"format must be one of {', '.join(WEIGHT_FORMATS)}, got {export_format!r}")
     if export_format == "safetensors" and dtype not in SAFETENSORS_DTYPES:
         raise InvalidParameter(f"safetensors weights are {' or '.join(SAFETENSORS_DTYPES)}, got {dtype!r} "
-                               f"(int8 is an ONNX quantization: use --format onnx)")
+                               f"({dtype} is an ONNX quantization: use --format onnx)")
+    if dtype == "int8":
+        calibration_images(ckpt.manifest.dataset)  # CalibrationUnavailable before any work
     concrete = resolve_backend(backend)
     state = generate(ckpt, width, samples=k, backend=concrete, precision=precision)
     if export_format == "onnx":
-        data = build_onnx(state, ckpt.manifest, width, dtype, ckpt.sha256, k)
+        # int8 activations are calibrated on the shipped images (service.export.calibration).
+        ranges = activation_ranges(state, ckpt.manifest) if dtype == "int8" else None
+        data = build_onnx(state, ckpt.manifest, width, dtype, ckpt.sha256, k, ranges)
     else:
         data = safetensors_bytes(state, ckpt, width, dtype, k)
     m = ckpt.manifest

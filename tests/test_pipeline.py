@@ -46,7 +46,7 @@ def test_deterministic_and_default_samples(ckpt):
     ({"width": 65}, WidthOutOfRange, "allowed range"),
     ({"width": 8, "samples": 0}, InvalidParameter, "samples"),
     ({"width": 8, "samples": 101}, InvalidParameter, "samples"),
-    ({"width": 8, "dtype": "bf16"}, InvalidParameter, "dtype must be one of float32, float16, int8"),
+    ({"width": 8, "dtype": "bf16"}, InvalidParameter, "dtype must be one of float32, float16, int8, int8-weights"),
     ({"width": 8, "backend": "cuda"}, InvalidParameter, "backend must be one of"),
 ])
 def test_bad_requests(ckpt, kwargs, error, match):

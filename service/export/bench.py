@@ -1,10 +1,14 @@
-"""Benchmark ONNX export per dtype at one width: build time, size, logit drift, onnxruntime time.
+"""Benchmark the served dtypes of one checkpoint: bytes, generation time, onnxruntime speed, accuracy.
 
-    python -m service.export.bench [--checkpoint PATH] [--width 64] [--repeats 50] [--inputs 64] [--runs 10]
+    python -m service.export.bench [--arch resnet20 | --checkpoint PATH] [--widths 8,16,32,64] [--runs 20] [--data DIR]
 
-Without ``--checkpoint`` a tiny random checkpoint (tests/factories.py) is used: build time and
-size depend only on the width, but the float16/int8 drift of random weights says little about a
-trained model's, so pass a trained checkpoint for those columns. Prints a Markdown table.
+One row per (width, dtype): the file size; cold generation (hypernetwork pass, int8 calibration and
+ONNX export; best of ``--repeats``); onnxruntime CPU time per call, 1 thread, batch 1 and batch 64
+(median of ``--runs`` calls, the dtypes' sessions interleaved so each width's ratios come from one
+run under the same load); int8-weights also as the client opens it (``session.disable_quant_qdq``);
+test-set accuracy and top-1 agreement with float32 on the same images. Without ``--checkpoint``,
+the shipped checkpoint of ``--arch``. Accuracy needs the dataset (``--data``, default: the installed one);
+``--test-images 0`` skips it. Prints the CPU with its int8-relevant flags and a Markdown table.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,82 +23,93 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from service.export import DTYPES, build_onnx
-from service.hypernet import generate, load_checkpoint
+from service.export import DTYPES
+from service.export.evaluate import accuracy_pt, agreement_pt, load_test_split, predictions, session
+from service.hypernet import load_checkpoint
 from service.hypernet.checkpoint import Checkpoint
+from service.pipeline import render_model
+
+# The flags that decide onnxruntime's int8 kernels on x86 (VNNI: one-instruction u8 x s8 dot products).
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
 
 
-def _load(path: Path | None) -> Checkpoint:
-    if path is not None:
-        return load_checkpoint(path)
-    from tests.factories import tiny_checkpoint  # dev-only helper, only needed without --checkpoint
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return load_checkpoint(tiny_checkpoint(Path(tmp) / "tiny.safetensors"))
-
-
-def _session(data: bytes, fold_qdq: bool) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    if fold_qdq:
-        # onnxruntime keeps DequantizeLinear nodes (to match QDQ patterns) and runs them on every
-        # call; with QDQ handling off, constant folding turns int8 weights into float32 at load.
-        options.add_session_config_entry("session.disable_quant_qdq", "1")
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+def cpu_description() -> str:
+    """'AMD EPYC (avx2, avx512f, avx512_vnni)': the model name and the INT8_FLAGS it has."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    flags = set(fields.get("flags\t\t", fields.get("flags", "")).split())
+    name = fields.get("model name\t", platform.machine()).strip()
+    return f"{name} ({', '.join(f for f in INT8_FLAGS if f in flags) or 'no AVX2'})"
 
 
-def _infer(data: bytes, x: np.ndarray, fold_qdq: bool, runs: int) -> tuple[np.ndarray, float]:
-    """(logits, median ms per batch) of one session."""
-    session = _session(data, fold_qdq)
-    logits = session.run(["logits"], {"input": x})[0]  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(["logits"], {"input": x})
-        times.append(time.perf_counter() - start)
-    return logits, statistics.median(times) * 1e3
+def _median_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray, runs: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for sess in sessions.values():
+        sess.run(None, {"input": x})  # warm-up
+    for _ in range(runs):  # interleaved, so a load spike hits every dtype alike
+        for name, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, {"input": x})
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--inputs", type=int, default=64, help="random inputs (one batch) for drift and ORT time")
-    parser.add_argument("--runs", type=int, default=10, help="timed onnxruntime calls per session")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-
-    ckpt = _load(args.checkpoint)
-    m = ckpt.manifest
-    state = generate(ckpt, args.width)
-    x = torch.randn(args.inputs, m.in_channels, *m.input_size, generator=torch.Generator().manual_seed(0)).numpy()
-
-    rows, reference = [], None
+def bench_width(ckpt: Checkpoint, width: int, args: argparse.Namespace, test: tuple | None) -> list[str]:
+    blobs, cold = {}, {}
     for dtype in DTYPES:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            data = build_onnx(state, m, args.width, dtype, ckpt.sha256, 1)
+            blobs[dtype] = render_model(ckpt, width, dtype, backend="torch").data
             times.append(time.perf_counter() - start)
-        logits, infer_ms = _infer(data, x, fold_qdq=False, runs=args.runs)
-        _, folded_ms = _infer(data, x, fold_qdq=True, runs=args.runs)
-        if reference is None:
-            reference = logits  # float32 comes first in DTYPES
-        drift = float(np.abs(logits - reference).max())
-        rows.append((dtype, statistics.median(times) * 1e3, min(times) * 1e3, len(data), drift,
-                     drift / float(np.abs(reference).max()), infer_ms, folded_ms))
+        cold[dtype] = min(times) * 1e3
+    sessions = {dtype: session(data) for dtype, data in blobs.items()}
+    sessions["int8-weights, folded"] = session(blobs["int8-weights"], fold_qdq=True)
+    m = ckpt.manifest
+    x = np.random.default_rng(0).standard_normal((64, m.in_channels, *m.input_size), dtype=np.float32)
+    ms1, ms64 = _median_ms(sessions, x[:1], args.runs), _median_ms(sessions, x, args.runs)
+    preds = {name: predictions(sess, test[0]) for name, sess in sessions.items()} if test else {}
+    rows = []
+    for name in sessions:
+        dtype = name.split(",")[0]
+        acc = f"{accuracy_pt(preds[name], test[1]):.2f}" if test else "-"
+        agree = f"{agreement_pt(preds[name], preds['float32']):.2f}" if test else "-"
+        rows.append(f"| {width} | {name} | {len(blobs[dtype]):,} | {cold[dtype]:.0f} | {ms1[name]:.2f} "
+                    f"| {ms64[name]:.1f} | {ms64['float32'] / ms64[name]:.2f} | {acc} | {agree} |")
+    return rows
 
-    source = args.checkpoint or "tiny random checkpoint (tests/factories.py)"
-    print(f"# {m.arch} width {args.width}, {source}; {platform.processor() or platform.machine()}, "
-          f"torch threads 1, onnxruntime {ort.__version__}")
-    print(f"| dtype | build ms (median of {args.repeats}) | build ms (min) | bytes "
-          "| max abs logit diff vs float32 | relative to max abs logit "
-          f"| ORT ms per batch of {args.inputs} | same, disable_quant_qdq=1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for dtype, median, best, size, drift, rel, infer_ms, folded_ms in rows:
-        print(f"| {dtype} | {median:.2f} | {best:.2f} | {size:,} | {drift:.2e} | {rel:.2e} "
-              f"| {infer_ms:.1f} | {folded_ms:.1f} |")
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint of --arch")
+    parser.add_argument("--arch", default="resnet20", help="shipped catalog id, when no --checkpoint")
+    parser.add_argument("--widths", default="8,16,32,64")
+    parser.add_argument("--repeats", type=int, default=3, help="generations per dtype (cold time: the best)")
+    parser.add_argument("--runs", type=int, default=20, help="timed onnxruntime calls per session and batch")
+    parser.add_argument("--data", type=Path, default=None, help="dataset directory (default: the installed one)")
+    parser.add_argument("--test-images", type=int, default=None, help="first N test images (default all; 0: none)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.checkpoint is not None:
+        ckpt = load_checkpoint(args.checkpoint)
+    else:
+        from service.catalog import Catalog
+        from service.settings import SHIPPED_CHECKPOINTS
+
+        ckpt = Catalog.from_paths(sorted(SHIPPED_CHECKPOINTS.glob("*.safetensors"))).get(args.arch)
+    test = None if args.test_images == 0 else load_test_split(ckpt.manifest, args.data, args.test_images)
+    images = "no accuracy" if test is None else f"accuracy on {len(test[1]):,} test images"
+    print(f"# {ckpt.manifest.arch} {ckpt.short_sha}; {cpu_description()}; torch 1 thread, onnxruntime "
+          f"{ort.__version__} CPU 1 thread; {images}")
+    print("| width | dtype | bytes | cold generation ms | ORT ms, batch 1 | ORT ms, batch 64 "
+          "| x float32 speed (batch 64) | test accuracy % | top-1 agreement with float32 % |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for width in (int(w) for w in args.widths.split(",")):
+        for row in bench_width(ckpt, width, args, test):
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

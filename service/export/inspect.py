@@ -24,8 +24,10 @@ def _value_info(v: onnx.ValueInfoProto) -> dict[str, Any]:
 
 def _weight_dtype(model: onnx.ModelProto) -> str:
     kinds = {init.data_type for init in model.graph.initializer}
-    if TensorProto.INT8 in kinds:
+    if TensorProto.UINT8 in kinds:  # activation zero points: static quantization
         return "int8"
+    if TensorProto.INT8 in kinds:
+        return "int8-weights"
     if TensorProto.FLOAT16 in kinds:
         return "float16"
     return "float32"

@@ -6,97 +6,52 @@ The graph is the folded network of ``service.archs.resnet20``:
       -> 9 x [Conv3x3(stride) + Relu -> Conv3x3 -> Add(shortcut) -> Relu]
       -> GlobalAveragePool -> Flatten -> Gemm (fc)  -> logits (B, classes)
 
-Only the weight storage changes with ``dtype``; inputs and outputs are always float32:
-- ``float32``: plain initializers.
-- ``float16``: fp16 initializers, each followed by a ``Cast`` to float32: half the file, same IO.
-  onnxruntime's CPU provider has no fp16 Conv kernel on x86 (checked with ORT 1.32: it wraps an
-  fp16 Conv in inserted Casts and computes in fp32), so an fp16 compute graph would buy nothing
-  there; our casts act on constants and are folded away when a session loads.
-- ``int8``: weight-only QDQ. Conv/Gemm weights are int8 with one symmetric float scale per output
-  channel (zero point 0), dequantized by ``DequantizeLinear(axis=0)``; biases stay float32.
+Only the weight storage (and, for ``int8``, the activations' Q/DQ) changes with ``dtype``; inputs
+and outputs are always float32. ``service.export.graph`` says what each dtype stores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 
-import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from service.archs import param_count, tensor_specs
 from service.archs.resnet20 import block_io, block_names
+from service.export.graph import Graph, Range
 from service.hypernet.checkpoint import Manifest
 
-DTYPES = ("float32", "float16", "int8")
+# int8: static QDQ (int8 compute, calibrated); int8-weights: weight-only QDQ (the smallest download).
+DTYPES = ("float32", "float16", "int8", "int8-weights")
 OPSET = 17
 IR_VERSION = 8  # the IR version that opset 17 shipped with; older runtimes accept it
 # Bumped whenever the bytes for a given (checkpoint, request) change: it is part of cache keys.
-GENERATOR_VERSION = "g1"
+GENERATOR_VERSION = "g2"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+MODEL_CARD = "GET /archs of the service that served this file (entry {arch}); format: docs/API.md"
 
 
-class _Graph:
-    """Accumulates nodes and initializers; ``weight``/``bias`` return the float32 value name."""
-
-    def __init__(self, dtype: str):
-        self.dtype = dtype
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-
-    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
-        return output
-
-    def _init(self, name: str, array: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(array, name))
-        return name
-
-    def bias(self, name: str, tensor: torch.Tensor) -> str:
-        array = _finite_array(name, tensor)
-        if self.dtype == "float16":
-            if array.size and np.abs(array).max() > FLOAT16_MAX:  # would silently become inf
-                raise ValueError(f"{name} has values beyond float16's range; export it as float32")
-            fp16 = self._init(f"{name}.fp16", array.astype(np.float16))
-            return self.node("Cast", [fp16], name, to=TensorProto.FLOAT)
-        return self._init(name, array)
-
-    def weight(self, name: str, tensor: torch.Tensor) -> str:
-        if self.dtype != "int8":
-            return self.bias(name, tensor)  # float32 / float16 store weights like biases
-        array = _finite_array(name, tensor)
-        q, scale = _quantize_per_channel(array)
-        inputs = [self._init(f"{name}.int8", q), self._init(f"{name}.scale", scale),
-                  self._init(f"{name}.zero_point", np.zeros(scale.shape, np.int8))]
-        return self.node("DequantizeLinear", inputs, name, axis=0)
-
-
-def _finite_array(name: str, tensor: torch.Tensor) -> np.ndarray:
-    array = tensor.detach().float().numpy()
-    if not np.isfinite(array).all():  # numpy: ~10x cheaper per call than torch.isfinite here
-        raise ValueError(f"state tensor {name} holds NaN or inf")
-    return array
-
-
-def _quantize_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel (axis 0): w ~= q * scale, q in [-127, 127]."""
-    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    # An all-zero channel still needs a positive scale; its q is 0 whatever the scale.
-    scale = (np.maximum(absmax, 1e-12) / 127.0).astype(np.float32)  # (Cout,)
-    q = np.clip(np.rint(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
-    return q, scale
-
-
-def _conv(g: _Graph, state: dict[str, torch.Tensor], prefix: str, x: str, stride: int, out: str) -> str:
+def _conv(g: Graph, state: dict[str, torch.Tensor], prefix: str, x: str, stride: int, out: str) -> str:
     w = state[f"{prefix}.weight"]
     k = int(w.shape[-1])
-    return g.node(
-        "Conv", [x, g.weight(f"{prefix}.weight", w), g.bias(f"{prefix}.bias", state[f"{prefix}.bias"])], out,
-        kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
-    )
+    weight, bias = g.params(prefix, w, state[f"{prefix}.bias"], x)
+    return g.node("Conv", [x, weight, bias], out, kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
+
+
+def activation_names(state: dict[str, torch.Tensor]) -> list[str]:
+    """The float activations an ``int8`` model quantizes (what calibration must give a range for),
+    in graph order: each feeds a Conv, an Add or the Gemm."""
+    names = [INPUT_NAME, "stem.relu"]
+    for name in block_names():
+        names += [f"{name}.relu1", f"{name}.conv2.out"]
+        if f"{name}.shortcut.weight" in state:
+            names.append(f"{name}.shortcut.out")
+        names.append(f"{name}.out")
+    return [*names, "flatten"]
 
 
 def _check_state(state: dict[str, torch.Tensor], manifest: Manifest, width: int) -> None:
@@ -115,6 +70,7 @@ def metadata(manifest: Manifest, width: int, dtype: str, checkpoint_sha: str, sa
         "neumeta.width": str(width),
         "neumeta.params": str(param_count(manifest.scope, width, manifest.in_channels, manifest.num_classes)),
         "neumeta.checkpoint": checkpoint_sha,
+        "neumeta.dataset": manifest.dataset,
         "neumeta.preprocess": json.dumps(manifest.preprocess.model_dump()),
         "neumeta.labels": json.dumps(manifest.labels),
         "neumeta.dtype": dtype,
@@ -124,26 +80,47 @@ def metadata(manifest: Manifest, width: int, dtype: str, checkpoint_sha: str, sa
     }
 
 
+def model_version(checkpoint_sha: str) -> int:
+    """ModelProto.model_version: 60 bits of SHA-256(checkpoint, generator), so it changes with either.
+    Bit 59 is always set, so the varint is always 9 bytes and ``predict_size`` stays exact."""
+    digest = hashlib.sha256(f"{checkpoint_sha}:{GENERATOR_VERSION}".encode()).digest()
+    return (1 << 59) | (int.from_bytes(digest[:8], "big") & ((1 << 59) - 1))
+
+
+def doc_string(manifest: Manifest, width: int, dtype: str, checkpoint_sha: str) -> str:
+    calibrated = " Activations calibrated on shipped training images." if dtype == "int8" else ""
+    return (f"NeuMeta {manifest.arch} ({manifest.family}, scope {manifest.scope.value}) at width {width}, "
+            f"{dtype} weights, {manifest.dataset}; generated from checkpoint {checkpoint_sha[:12]} by generator "
+            f"{GENERATOR_VERSION}.{calibrated} Model card: " + MODEL_CARD.format(arch=manifest.arch))
+
+
 def build_model(
-    state: dict[str, torch.Tensor], manifest: Manifest, width: int, dtype: str, checkpoint_sha: str, samples: int
+    state: dict[str, torch.Tensor], manifest: Manifest, width: int, dtype: str, checkpoint_sha: str, samples: int,
+    ranges: dict[str, Range] | None = None,
 ) -> onnx.ModelProto:
-    """The ONNX ModelProto of a folded state_dict (see ``build_onnx`` for the bytes)."""
+    """The ONNX ModelProto of a folded state_dict (see ``build_onnx`` for the bytes). ``int8`` needs
+    ``ranges``: the calibration (min, max) of every name in ``activation_names(state)``."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     _check_state(state, manifest, width)
-    g = _Graph(dtype)
-    x = g.node("Relu", [_conv(g, state, "conv1", INPUT_NAME, 1, "stem.conv")], "stem.relu")
+    g = Graph(dtype, ranges)
+
+    def conv(prefix: str, x: str, stride: int, out: str) -> str:
+        return _conv(g, state, prefix, x, stride, out)
+
+    # Each g.activation() is a Q/DQ pair for int8 and a no-op otherwise. Relu stays in the graph for
+    # every dtype; onnxruntime folds a Relu before a zero-point-0 Q into the integer kernel's clamp.
+    x = g.activation(g.node("Relu", [conv("conv1", g.activation(INPUT_NAME), 1, "stem.conv")], "stem.relu"))
     for i, name in enumerate(block_names()):
         _, _, stride = block_io(i)
-        h = g.node("Relu", [_conv(g, state, f"{name}.conv1", x, stride, f"{name}.conv1.out")], f"{name}.relu1")
-        h = _conv(g, state, f"{name}.conv2", h, 1, f"{name}.conv2.out")
+        h = g.activation(g.node("Relu", [conv(f"{name}.conv1", x, stride, f"{name}.conv1.out")], f"{name}.relu1"))
+        h = g.activation(conv(f"{name}.conv2", h, 1, f"{name}.conv2.out"))
         skip = x
         if f"{name}.shortcut.weight" in state:
-            skip = _conv(g, state, f"{name}.shortcut", x, stride, f"{name}.shortcut.out")
-        x = g.node("Relu", [g.node("Add", [h, skip], f"{name}.add")], f"{name}.out")
-    x = g.node("Flatten", [g.node("GlobalAveragePool", [x], "pool")], "flatten", axis=1)
-    g.node("Gemm", [x, g.weight("fc.weight", state["fc.weight"]), g.bias("fc.bias", state["fc.bias"])],
-           OUTPUT_NAME, transB=1)
+            skip = g.activation(conv(f"{name}.shortcut", x, stride, f"{name}.shortcut.out"))
+        x = g.activation(g.node("Relu", [g.node("Add", [h, skip], f"{name}.add")], f"{name}.out"))
+    x = g.activation(g.node("Flatten", [g.node("GlobalAveragePool", [x], "pool")], "flatten", axis=1))
+    g.node("Gemm", [x, *g.params("fc", state["fc.weight"], state["fc.bias"], x)], OUTPUT_NAME, transB=1)
 
     c, (h_in, w_in) = manifest.in_channels, manifest.input_size
     graph = helper.make_graph(
@@ -155,16 +132,18 @@ def build_model(
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
         producer_name="neumeta", producer_version=GENERATOR_VERSION,
+        model_version=model_version(checkpoint_sha), doc_string=doc_string(manifest, width, dtype, checkpoint_sha),
     )
     helper.set_model_props(model, metadata(manifest, width, dtype, checkpoint_sha, samples))
     return model
 
 
 def build_onnx(
-    state: dict[str, torch.Tensor], manifest: Manifest, width: int, dtype: str, checkpoint_sha: str, samples: int
+    state: dict[str, torch.Tensor], manifest: Manifest, width: int, dtype: str, checkpoint_sha: str, samples: int,
+    ranges: dict[str, Range] | None = None,
 ) -> bytes:
     """Serialized ONNX model of the folded ``state`` at ``width`` (float32 IO, weights in ``dtype``)."""
-    return build_model(state, manifest, width, dtype, checkpoint_sha, samples).SerializeToString()
+    return build_model(state, manifest, width, dtype, checkpoint_sha, samples, ranges).SerializeToString()
 
 
 @lru_cache(maxsize=4096)
@@ -172,8 +151,10 @@ def _predict_size(manifest_json: str, width: int, dtype: str, samples: int) -> i
     manifest = Manifest.model_validate_json(manifest_json)
     specs = tensor_specs(manifest.scope, width, manifest.in_channels, manifest.num_classes)
     state = {s.name: torch.zeros(s.shape) for s in specs}
-    # Sizes depend only on shapes and metadata lengths; a SHA-256 hex is always 64 characters.
-    return len(build_onnx(state, manifest, width, dtype, "0" * 64, samples))
+    # Sizes depend only on shapes and metadata lengths (a SHA-256 hex is always 64 characters, every
+    # quantization parameter is a fixed-size raw tensor), so placeholder ranges size int8 exactly.
+    ranges = {name: (0.0, 1.0) for name in activation_names(state)} if dtype == "int8" else None
+    return len(build_onnx(state, manifest, width, dtype, "0" * 64, samples, ranges))
 
 
 def predict_size(manifest: Manifest, width: int, dtype: str, samples: int | None = None) -> int:

@@ -38,12 +38,13 @@ def test_archs_describes_the_catalog(live_service):
     assert entry["scope"] == "all" and entry["widths"]["min"] == 1 and entry["widths"]["max"] == 64
     assert entry["input_shape"] == [1, 28, 28] and len(entry["labels"]) == 10
     assert entry["params"]["32"] == param_count("all", 32, 1, 10)
-    assert set(entry["bytes"]) == {"float32", "float16", "int8"}
+    assert set(entry["bytes"]) == {"float32", "float16", "int8", "int8-weights"}
     assert all(len(sizes) == 64 for sizes in entry["bytes"].values())
-    for dtype, width in (("float32", 5), ("int8", 40)):  # the sizes are the files' real lengths
+    for dtype, width in (("float32", 5), ("int8", 40), ("int8-weights", 40)):  # the files' real lengths
         served = httpx.get(f"{live_service}/model", params={"arch": "resnet20", "width": width, "dtype": dtype})
         assert len(served.content) == entry["bytes"][dtype][str(width)]
-    assert entry["bytes"]["int8"]["40"] < entry["bytes"]["float16"]["40"] < entry["bytes"]["float32"]["40"]
+    sizes = [entry["bytes"][dtype]["40"] for dtype in ("int8-weights", "int8", "float16", "float32")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
 
 
 def test_metrics_count_requests_by_route_template(live_service):

@@ -52,7 +52,7 @@ def test_returned_onnx_runs_in_onnxruntime_and_matches_its_etag(live_service):
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("dtype", ["float16", "int8"])
+@pytest.mark.parametrize("dtype", ["float16", "int8", "int8-weights"])
 def test_dtypes_are_distinct_cache_entries(live_service, dtype):
     fp32, other = get(live_service, width=8), get(live_service, width=8, dtype=dtype)
     assert other.status_code == 200 and other.headers["x-cache"] == "miss"

@@ -6,15 +6,16 @@ import pytest
 from onnx import TensorProto, helper
 
 from service.errors import InvalidParameter
-from service.export import DTYPES, build_onnx
+from service.export import DTYPES
 from service.export.inspect import describe_onnx
-from service.hypernet import generate, load_checkpoint
+from service.hypernet import load_checkpoint
+from service.pipeline import render_model
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_describe_an_export(tiny_ckpt_path, dtype):
     ckpt = load_checkpoint(tiny_ckpt_path)
-    data = build_onnx(generate(ckpt, 12), ckpt.manifest, 12, dtype, ckpt.sha256, 1)
+    data = render_model(ckpt, 12, dtype).data
     info = describe_onnx(data)
     assert info["bytes"] == len(data) and info["sha256"] == hashlib.sha256(data).hexdigest()
     assert info["dtype"] == dtype
