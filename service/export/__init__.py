@@ -1,4 +1,4 @@
-"""Folded state_dict -> ONNX bytes (float32 / float16 / int8 weight-only QDQ) with NeuMeta metadata."""
+"""Folded state_dict -> ONNX bytes (float32 / float16 / int8 static QDQ / int8-weights) with NeuMeta metadata."""
 
 from service.export.onnx_builder import (
     DTYPES,
@@ -6,6 +6,7 @@ from service.export.onnx_builder import (
     INPUT_NAME,
     OPSET,
     OUTPUT_NAME,
+    activation_names,
     build_model,
     build_onnx,
     metadata,
@@ -13,6 +14,6 @@ from service.export.onnx_builder import (
 )
 
 __all__ = [
-    "DTYPES", "GENERATOR_VERSION", "INPUT_NAME", "OPSET", "OUTPUT_NAME", "build_model", "build_onnx",
-    "metadata", "predict_size",
+    "DTYPES", "GENERATOR_VERSION", "INPUT_NAME", "OPSET", "OUTPUT_NAME", "activation_names", "build_model",
+    "build_onnx", "metadata", "predict_size",
 ]
