@@ -45,3 +45,29 @@ def test_explicit_layout_resolves_square_ambiguity():
 def test_images_of_the_wrong_shape_are_refused(shape):
     with pytest.raises(nc.InvalidParameter, match="3x4x5"):
         prepare(np.zeros(shape, np.uint8), RGB)
+
+
+def _folds_dequantization(session) -> bool:
+    try:
+        return session.get_session_options().get_session_config_entry("session.disable_quant_qdq") == "1"
+    except RuntimeError:  # the entry is not set
+        return False
+
+
+@pytest.mark.parametrize("dtype,folds", [("int8-weights", True), ("int8", False), ("float32", False)])
+def test_sessions_fold_the_dequantization_of_weight_only_models_only(tmp_path, tiny_ckpt_path, dtype, folds):
+    import onnxruntime as ort
+    from neumeta_client._inference import open_session
+
+    from service.hypernet import load_checkpoint
+    from service.pipeline import render_model
+
+    path = tmp_path / f"m-{dtype}.onnx"
+    path.write_bytes(render_model(load_checkpoint(tiny_ckpt_path), 16, dtype).data)
+    session, card = open_session(path)
+    assert _folds_dequantization(session) is folds and card.input_shape == (1, 28, 28)
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28), dtype=np.float32)
+    default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # Folding computes the same dequantized weights once instead of per call: the same logits.
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], default.run(None, {"input": x})[0],
+                               rtol=1e-5, atol=1e-5)

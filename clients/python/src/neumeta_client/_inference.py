@@ -2,6 +2,13 @@
 
 The preprocessing is read from the model file's ``neumeta.preprocess`` metadata, so a client never
 hard-codes dataset statistics: x = (pixel * scale - mean) / std per channel, laid out NCHW.
+
+Session options follow the file's ``neumeta.dtype``. An ``int8-weights`` model (int8 weights, each
+feeding a DequantizeLinear) is opened with ``session.disable_quant_qdq=1``: onnxruntime then folds the
+dequantisation into float32 weights once, at load, instead of keeping the DequantizeLinear nodes for
+integer kernels that this format cannot use and running them on every call (2.1x slower at width 64,
+batch 64, 1 thread: docs/BENCHMARKS.md). A static ``int8`` model must keep its Q/DQ nodes, which is
+what makes it run integer kernels, so it and the float dtypes get the default options.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ if TYPE_CHECKING:
     import onnxruntime
 
 _INSTALL_HINT = "install the extra: pip install 'neumeta-client[onnx]'"
+FOLD_DEQUANTIZATION = {"session.disable_quant_qdq": "1"}  # session config for weight-only QDQ files
+SESSION_CONFIG: dict[str, dict[str, str]] = {"int8-weights": FOLD_DEQUANTIZATION}  # by neumeta.dtype
 
 
 def import_onnx_extra() -> tuple[Any, Any]:
@@ -64,9 +73,18 @@ class Prediction:
 
 
 def open_session(path: Path, providers: list[str] | None = None) -> tuple[onnxruntime.InferenceSession, ModelCard]:
+    """A session on the model file with the options its ``neumeta.dtype`` calls for (``SESSION_CONFIG``)."""
     ort, _ = import_onnx_extra()
-    session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
-    return session, ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+    providers = providers or ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), providers=providers)
+    props = session.get_modelmeta().custom_metadata_map
+    config = SESSION_CONFIG.get(props.get("neumeta.dtype", ""))
+    if config:  # the dtype is only known once the file is open; reopening costs one more load
+        options = ort.SessionOptions()
+        for key, value in config.items():
+            options.add_session_config_entry(key, value)
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    return session, ModelCard.from_metadata(props)
 
 
 def prepare(images: Any, card: ModelCard, layout: str | None = None) -> np.ndarray:

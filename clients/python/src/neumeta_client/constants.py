@@ -23,7 +23,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/neumeta")
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=60.0, write=30.0, pool=10.0)
 DEFAULT_LOCK_TIMEOUT_S = 120.0
 
-DTYPES = ("float32", "float16", "int8")
+DTYPES = ("float32", "float16", "int8", "int8-weights")  # the service's dtype values
 
 _TRUE = {"1", "true", "yes", "on"}
 
