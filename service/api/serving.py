@@ -7,6 +7,7 @@ URLs send (they differ only in ``Cache-Control`` and ``Content-Location``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from functools import lru_cache
 
@@ -16,6 +17,7 @@ from service.api.deps import Service
 from service.api.digests import Recipe
 from service.archs import param_count
 from service.cache import CacheStatus, cache_key
+from service.errors import Busy
 from service.export import GENERATOR_VERSION
 from service.hypernet.checkpoint import Checkpoint
 
@@ -48,13 +50,24 @@ def _render(ckpt: Checkpoint, recipe: Recipe, service: Service) -> bytes:
 
 
 async def fetch(service: Service, ckpt: Checkpoint, recipe: Recipe) -> tuple[bytes, str, CacheStatus]:
-    """``(blob, sha256, X-Cache)`` of ``recipe``, generated on a cache miss."""
+    """``(blob, sha256, X-Cache)`` of ``recipe``, generated on a cache miss.
+
+    The request waits at most ``generation_timeout_s``; the generation itself (a single-flight task
+    of the cache, shielded from its callers) runs on and fills the cache, so the ``busy`` answer's
+    Retry-After points at a retry that finds the model instead of starting it again.
+    """
     key = key_of(service, recipe)
 
     async def create() -> bytes:
-        return await service.pool.run(lambda: _render(ckpt, recipe, service))
+        return await service.pool.run(lambda: _render(ckpt, recipe, service), key)
 
-    blob, cache_status = await service.cache.get_or_create(key, create)
+    timeout_s = service.settings.generation_timeout_s
+    try:
+        blob, cache_status = await asyncio.wait_for(service.cache.get_or_create(key, create), timeout_s)
+    except TimeoutError:
+        retry_after = service.pool.retry_after_s(key)
+        raise Busy(f"the model was not ready within {timeout_s:g}s; it is still being generated and will be "
+                   f"cached: retry in {retry_after}s", retry_after=retry_after) from None
     return blob, service.digests.sha256(key, blob, recipe), cache_status
 
 

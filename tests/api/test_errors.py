@@ -91,11 +91,36 @@ def test_busy_when_workers_and_queue_are_full(make_live_service, monkeypatch):
     assert responses["first"].status_code == 200 and responses["first"].headers["x-cache"] == "miss"
 
 
-def test_generation_timeout_is_busy(make_live_service, monkeypatch):
-    service = make_live_service(generation_timeout_s=0.2)
-    slow_render(monkeypatch, 1.0)
-    r = httpx.get(f"{service}{MODEL}", params={"arch": "resnet20", "width": 12}, timeout=30)
-    assert "did not finish" in assert_error(r, 503, "busy")["message"] and r.headers["retry-after"]
+def test_a_generation_that_outlives_its_request_is_kept_for_the_retry(make_live_service, monkeypatch):
+    service = make_live_service(generation_timeout_s=0.5)
+    slow_render(monkeypatch, 2.0)  # four timeouts long, as the 6 s model behind a 3 s timeout
+    params = {"arch": "resnet20", "width": 12}
+    r = httpx.get(f"{service}{MODEL}", params=params, timeout=30)
+    assert "still being generated" in assert_error(r, 503, "busy")["message"]
+    wait_until(lambda: service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 1,
+               "the generation finishes although its request gave up")
+    retry = httpx.get(f"{service}{MODEL}", params=params, timeout=30)
+    assert retry.status_code == 200 and retry.headers["x-cache"] == "hit"
+    assert service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 1
+
+
+def test_retry_after_of_a_running_generation_is_its_expected_remaining_time(make_live_service, monkeypatch):
+    service = make_live_service(generation_timeout_s=0.5)
+    slow_render(monkeypatch, 2.0)
+    params = {"arch": "resnet20", "width": 13}
+    assert httpx.get(f"{service}{MODEL}", params=params, timeout=30).status_code == 503  # nothing measured yet
+    wait_until(lambda: service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 1,
+               "the first generation finishes")  # now the pool knows a generation takes ~2 s
+    started = time.monotonic()
+    r = httpx.get(f"{service}{MODEL}", params={**params, "width": 14}, timeout=30)
+    assert_error(r, 503, "busy")
+    # ~2 s of generation, 0.5 s of it waited: Retry-After names the rest (ceil), not a constant.
+    assert 1 <= int(r.headers["retry-after"]) <= 2
+    time.sleep(max(0.0, started + int(r.headers["retry-after"]) + 0.5 - time.monotonic()))
+    wait_until(lambda: service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 2,
+               "the second generation finishes")
+    again = httpx.get(f"{service}{MODEL}", params={**params, "width": 14}, timeout=30)
+    assert again.status_code == 200 and again.headers["x-cache"] == "hit"
 
 
 def test_api_keys_guard_model_and_archs_only(make_live_service):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -41,17 +42,36 @@ async def test_full_pool_refuses_and_slots_come_back():
     pool.shutdown()
 
 
-async def test_timeout_is_busy_and_a_queued_job_never_runs():
+async def test_a_running_job_outlives_its_cancelled_caller_and_a_queued_one_is_dropped():
     metrics = Metrics()
-    pool = GenerationPool(1, 1, 0.1, 1, metrics)
+    pool = GenerationPool(1, 1, 30.0, 1, metrics)
     gate, ran = threading.Event(), []
-    first = asyncio.ensure_future(pool.run(gate.wait))
+    first = asyncio.ensure_future(pool.run(lambda: gate.wait() and ran.append("first")))
     await async_wait_until(lambda: gauges(metrics) == (1, 0), "the first job holds the only thread")
-    with pytest.raises(Busy, match="did not finish"):
-        await pool.run(lambda: ran.append("queued"))  # waits behind the first, then times out
-    with pytest.raises(Busy):
-        await first
+    queued = asyncio.ensure_future(pool.run(lambda: ran.append("queued")))
+    await async_wait_until(lambda: gauges(metrics) == (1, 1), "the second job waits")
+    first.cancel(), queued.cancel()  # both callers give up
+    await asyncio.gather(first, queued, return_exceptions=True)
     gate.set()
-    await async_wait_until(lambda: pool.admitted == 0, "the first job's slot comes back")
-    assert ran == [] and gauges(metrics) == (0, 0)
+    await async_wait_until(lambda: pool.admitted == 0, "the running job finishes and frees its slot")
+    assert ran == ["first"] and gauges(metrics) == (0, 0)
+    pool.shutdown()
+
+
+async def test_admission_refuses_at_once_when_the_expected_wait_passes_the_timeout():
+    pool = GenerationPool(1, 8, 1.5, 9, Metrics())
+    await pool.run(lambda: time.sleep(1.0))  # measured: a generation takes ~1 s
+    gate = threading.Event()
+    running = asyncio.ensure_future(pool.run(gate.wait, "running"))
+    await async_wait_until(lambda: pool.slot_wait_s() > 0, "the running job holds the thread")
+    queued = asyncio.ensure_future(pool.run(lambda: "queued", "queued"))  # starts in ~1 s: within 1.5 s
+    await async_wait_until(lambda: pool.admitted == 2, "the second job is queued")
+    assert 1 <= pool.retry_after_s("queued") <= 2  # a thread in ~1 s, then ~1 s of work
+    started = time.monotonic()
+    with pytest.raises(Busy, match="expected in") as refused:
+        await pool.run(lambda: "third")  # would start in ~2 s: past the timeout
+    assert time.monotonic() - started < 0.5  # at once, not after the timeout
+    assert refused.value.retry_after == 2 and pool.admitted == 2  # honest, not the configured 9; not queued
+    gate.set()
+    assert await asyncio.gather(running, queued) == [True, "queued"]
     pool.shutdown()
