@@ -5,6 +5,11 @@ Every Redis call goes through ``_call``: a ``RedisError``/``OSError``/timeout is
 the call answers like a miss / no-op. While degraded, calls skip Redis entirely (no per-request
 timeouts) except one cheap PING probe at most every ``probe_interval_s``; the first probe that
 answers clears the degraded state. Values are sealed envelopes (``envelope.py``), checked on read.
+
+A Redis that answers but refuses writes (``OOM`` at ``maxmemory`` with ``noeviction``, ``READONLY``
+on a replica) is degraded too, although PING works: nothing generated is shared any more. Reads
+go on; the state clears on the next write that succeeds, and ``ping`` (``/readyz``) probes with a
+small expiring write, so a full Redis is reported before a generation trips over it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from service.cache.envelope import CorruptEntry, open_envelope, seal
 from service.metrics import Metrics
@@ -31,6 +36,9 @@ T = TypeVar("T")
 # asyncio.TimeoutError is the builtin TimeoutError (an OSError) on 3.11+, not on 3.10.
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 HEALTH_CHECK_INTERVAL_S = 10  # PING a pooled connection idle this long before reusing it
+WRITES = frozenset({"set", "lock", "probe"})  # ops whose refusal (OOM, READONLY) means "cannot share"
+PROBE_KEY = "neumeta:probe"  # shared by replicas; tiny and expiring
+PROBE_TTL_MS = 10_000
 
 # Delete the lock only if we still own it (it may have expired and been taken by another replica).
 RELEASE_LOCK_LUA = """
@@ -65,17 +73,21 @@ class RedisTier:
         self._metrics = metrics
         self.ttl_s = ttl_s
         self.probe_interval_s = probe_interval_s
-        self._degraded = False
+        self._degraded = False  # unreachable (or failing reads): calls skip Redis
+        self._writes_refused = False  # reachable but refusing writes: reads go on
         self._next_probe = 0.0
         self._probing = False
         metrics.cache_degraded.set(0)
 
     @property
     def degraded(self) -> bool:
-        return self._degraded
+        return self._degraded or self._writes_refused
 
     def status(self) -> Literal["ok", "degraded"]:
-        return "degraded" if self._degraded else "ok"
+        return "degraded" if self.degraded else "ok"
+
+    def _publish_state(self) -> None:
+        self._metrics.cache_degraded.set(1 if self.degraded else 0)
 
     # -- health -------------------------------------------------------------------------------
 
@@ -92,8 +104,20 @@ class RedisTier:
         if self._degraded:
             log.info("redis cache reachable again")
             self._degraded = False
-            self._metrics.cache_degraded.set(0)
+        # PING says nothing about writes: a full (OOM) or read-only Redis answers it happily.
+        try:
+            await self._client.set(PROBE_KEY, b"1", px=PROBE_TTL_MS)
+        except FAILURES as exc:
+            self._fail("probe", exc)
+            return not self._degraded
+        self._writes_ok()
         return True
+
+    def _writes_ok(self) -> None:
+        if self._writes_refused:
+            log.info("redis cache accepts writes again")
+            self._writes_refused = False
+        self._publish_state()
 
     async def _usable(self) -> bool:
         if not self._degraded:
@@ -104,11 +128,17 @@ class RedisTier:
 
     def _fail(self, op: str, exc: BaseException) -> None:
         self._metrics.cache_events.labels(tier="redis", event="error").inc()
+        if op in WRITES and isinstance(exc, ResponseError):  # the server answered: it refuses writes
+            if not self._writes_refused:
+                log.warning("redis cache degraded (%s refused: %s); blobs are no longer shared", op, exc)
+            self._writes_refused = True
+            self._publish_state()
+            return
         if not self._degraded:
             log.warning("redis cache degraded (%s failed: %s: %s); serving without it", op, type(exc).__name__, exc)
         self._degraded = True
         self._next_probe = time.monotonic() + self.probe_interval_s
-        self._metrics.cache_degraded.set(1)
+        self._publish_state()
 
     async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T | _Down:
         if not await self._usable():
@@ -151,6 +181,7 @@ class RedisTier:
         stored = await self._call("set", lambda: self._client.set(key, seal(blob), ex=self.ttl_s))
         if stored is True:
             self._metrics.cache_events.labels(tier="redis", event="store").inc()
+            self._writes_ok()
             return True
         return False
 

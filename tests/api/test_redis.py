@@ -79,3 +79,29 @@ def test_corrupt_redis_entry_is_regenerated_never_served(make_live_service, redi
     assert service.metric("neumeta_cache_events_total", tier="redis", event="corrupt") == 3
     assert model(service, 18).headers["x-cache"] == "hit"  # the regenerated entry replaced it
     client.close()
+
+
+@pytest.mark.parametrize("refusal", ["oom", "readonly"])
+def test_a_redis_that_refuses_writes_is_degraded_although_it_answers_ping(make_live_service, redis_server, refusal):
+    from tests.fixtures.redis import free_port
+
+    service = make_live_service(redis_url=redis_server.url)
+    admin = redis.Redis.from_url(redis_server.url)
+    assert ready_cache(service) == "ok" and service.metric("neumeta_cache_degraded") == 0
+    if refusal == "oom":  # full, and told never to evict: every write is refused with OOM
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+    else:  # a replica (of a master that is not there): every write is refused with READONLY
+        admin.replicaof("127.0.0.1", free_port())
+    assert admin.ping()  # the old probe saw nothing wrong
+    assert ready_cache(service) == "degraded"
+    assert service.metric("neumeta_cache_degraded") == 1
+    assert model(service, 21).headers["x-cache"] == "miss"  # still served: generated, the store refused
+    assert service.metric("neumeta_cache_events_total", tier="redis", event="store") == 0
+
+    if refusal == "oom":
+        admin.config_set("maxmemory", "0")
+    else:
+        admin.replicaof("no", "one")
+    wait_for_cache_state(service, "ok")
+    assert service.metric("neumeta_cache_degraded") == 0
