@@ -317,13 +317,16 @@ def cmd_bench_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``bench kernel`` to the ``neumeta`` command (sharing a ``bench`` group if one exists)."""
+def bench_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The subcommands of ``neumeta bench``, made by whichever module registers first."""
     bench = subparsers.choices.get("bench") or subparsers.add_parser("bench", help="benchmarks")
     group = next((a for a in bench._actions if isinstance(a, argparse._SubParsersAction)), None)
-    if group is None:
-        group = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    p = group.add_parser("kernel", help="hypernetwork evaluators: Triton vs PyTorch eager vs torch.compile")
+    return group or bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bench kernel`` to the ``neumeta`` command (``bench train`` is service.training.commands')."""
+    p = bench_group(subparsers).add_parser("kernel", help="hypernetwork evaluators: Triton vs PyTorch eager vs torch.compile")
     add_arguments(p)
     p.set_defaults(func=cmd_bench_kernel)
 

@@ -90,8 +90,8 @@ train() {  # variant seed: continue the shipped INR, then ship its best EMA weig
     --ckpt-every "$VAL_EVERY" --no-progress --noise 0 --ema-decay 0.998 --band-limit 0.2887 \
     --weight-decay 0 --lr "$LR" --batch "$BATCH" --seed "$seed" --threads "$THREADS" --device "$DEVICE" \
     --data "$DATA" --max-minutes "$TRAIN_MINUTES" --out "$run" > "$LOGS/train-$v.log" 2>&1 || return 1
-  $PY -m service.training.ship --run "$run" --base "$TEACHER" --samples 1 --threads "$THREADS" \
-    --out "$OUT/resnet20-$v.safetensors" >> "$LOGS/train-$v.log" 2>&1 || return 1
+  neumeta train ship "$run" --base "$TEACHER" --samples 1 --threads "$THREADS" \
+    -o "$OUT/resnet20-$v.safetensors" >> "$LOGS/train-$v.log" 2>&1 || return 1
   neumeta compare "$OUT/resnet20-$v.safetensors" "$SHIPPED" --data "$DATA" --device "$DEVICE" \
     --threads "$THREADS" ${COMPARE_LIMIT:+--limit "$COMPARE_LIMIT"} --out "$LOGS/compare-$v.json" \
     >> "$LOGS/train-$v.log" 2>&1

@@ -50,6 +50,22 @@ def cmd_train_permute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_ship(args: argparse.Namespace) -> int:
+    from service.training.ship import ship
+
+    run = Path(args.run)
+    if not (run / "config.json").is_file():
+        raise InvalidParameter(f"{run} is not a hypernet run directory (no config.json)")
+    base = args.base or json.loads((run / "config.json").read_text())["base"]
+    if not Path(base).is_file():
+        raise InvalidParameter(f"the run's base {base} does not exist: pass --base")
+    try:
+        ship(run, Path(base), Path(args.output), args.evaluation, args.samples, args.threads, args.allow_inert)
+    except (FileNotFoundError, ValueError) as exc:  # no validated weights yet; inert blocks
+        raise InvalidParameter(str(exc)) from None
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from service.training.base import add_arguments
 
@@ -74,3 +90,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for name in TRAIN_COMMAND_MODULES:
         importlib.import_module(name).register(train_subparsers)
+
+    p = train_subparsers.add_parser("ship", help="a service checkpoint from a hypernet run's best EMA weights")
+    p.add_argument("run", help="the run directory of `neumeta train hypernet`")
+    p.add_argument("-o", "--output", required=True, help="the checkpoint to write (.safetensors)")
+    p.add_argument("--base", default=None, help="the permuted base the run trained on (default: the run's own)")
+    p.add_argument("--evaluation", type=Path, default=None, help="embed this `neumeta eval` JSON (the test table)")
+    p.add_argument("--samples", type=int, default=None, help="default K (default: chosen on VAL)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--allow-inert", action="store_true",
+                   help="ship even if zeroing the generated conv2 weights leaves predictions unchanged")
+    p.set_defaults(func=cmd_train_ship)
+
+    from kernels.bench import bench_group
+    from service.training.bench_train import register as register_bench_train
+
+    register_bench_train(bench_group(subparsers))

@@ -43,6 +43,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ from service.training.data import StepBatches
 from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
 from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
-from service.training.inr_start import continued_inr, zero_init
+from service.training.inr_start import continued_inr, fresh_fixed, zero_init
+from service.errors import InvalidParameter
+from service.training.recipes import changed_keys
 from service.training.objective import (
     distillation,
     full_state,
@@ -83,10 +86,25 @@ def ema_decay_at(decay: float, step: int) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+def check_resumable(out: Path, cfg: TrainConfig, force: bool) -> None:
+    """Refuse to resume ``out`` with a configuration whose math differs from the one it started with
+    (``recipes.RUNTIME_KEYS`` may change: the machine, not the run), unless ``force``."""
+    saved = out / "config.json"
+    if not (out / "last.pt").is_file() or not saved.is_file():
+        return
+    diffs = changed_keys(json.loads(saved.read_text()), cfg)
+    if diffs and not force:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diffs.items())
+        raise InvalidParameter(f"{out} was started with another recipe ({listed}); resuming would not continue "
+                               f"the same run: use a new --out, or pass --force")
+    if diffs:
+        warnings.warn(f"resuming {out} with changed keys (--force): {', '.join(diffs)}", stacklevel=2)
+
+
 # --- the trainer --------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, force: bool = False):
         torch.set_num_threads(cfg.threads)
         self.rank, self.world = init_distributed()
         self.device = resolve_device(cfg.device)
@@ -107,6 +125,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial INR on every rank (drawn on the CPU, then moved)
         self.hn = HyperNet(cfg.inr_config()).to(self.device)
         zero_init(self.hn, cfg.zero_init, cfg.scope, self.in_ch, self.n_cls)
+        if cfg.fixed_init == "fresh":
+            fresh = fresh_fixed(cfg.scope, self.in_ch, self.n_cls, cfg.seed)
+            self.fixed = {**self.base, **{k: v.to(self.device) for k, v in fresh.items()}}
         if cfg.init_from:
             hn, fixed = continued_inr(cfg.init_from, self.hn.config, cfg.scope, cfg.seed)
             self.hn.load_state_dict(hn.state_dict())
@@ -142,6 +163,7 @@ class Trainer:
         self.batched = BatchedINR(self.hn, cfg.scope, self.in_ch, self.n_cls) if batched else None
         self._targets: dict[int, dict[str, torch.Tensor]] = {}  # reconstruction targets per width
         if self.rank == 0:
+            check_resumable(self.out, cfg, force)
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._resume()

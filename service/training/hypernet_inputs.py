@@ -24,6 +24,7 @@ SCOPES = tuple(s.value for s in Scope)
 SHIPPED_WIDTHS = {Scope.ALL.value: (8, FULL_WIDTH), Scope.LAST.value: (16, FULL_WIDTH)}
 WIDTH_SAMPLINGS = ("uniform", "sandwich")
 ZERO_INITS = ("conv2", "all", "bias", "none")
+FIXED_INITS = ("base", "fresh")
 REC_WIDTHS = ("all", "full")
 INR_PATHS = ("batched", "reference")
 
@@ -60,6 +61,7 @@ class TrainConfig:
     init_from: str | None = None  # a service checkpoint to continue: its INR weights and fixed layers
     train_fixed: bool = False  # also fine-tune the non-morphed layers (shipped as the checkpoint's fixed)
     fixed_lr_scale: float = 0.1  # their learning rate relative to the INR's
+    fixed_init: str = "base"  # "fresh": Fixup-style stem, shortcuts and classifier (inr_start.fresh_fixed)
     rec_widths: str = "all"  # "all": slices at every width; "full": only at w = 64 (paper)
     clip: float = 1.0  # gradient-norm clip
     ema_decay: float = 0.995
@@ -74,6 +76,7 @@ class TrainConfig:
     threads: int = 1
     seed: int = 0
     progress: bool = True
+    recipe: str | None = None  # the recipe this run was resolved from (service/training/recipes/), if any
 
     def __post_init__(self) -> None:
         # One home for the rules, so a run built from the CLI, from Python or from a saved
@@ -81,19 +84,33 @@ class TrainConfig:
         self.widths_train = tuple(self.widths_train)  # type: ignore[assignment]  # JSON gives a list
         for name, allowed in (("scope", SCOPES), ("dataset", DATASETS), ("width_sampling", WIDTH_SAMPLINGS),
                               ("zero_init", ZERO_INITS), ("rec_widths", REC_WIDTHS), ("precision", PRECISIONS),
-                              ("inr_path", INR_PATHS)):
+                              ("inr_path", INR_PATHS), ("fixed_init", FIXED_INITS)):
             if getattr(self, name) not in allowed:
-                raise InvalidParameter(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of "
-                                       f"{', '.join(allowed)}")
+                raise InvalidParameter(f"{name} = {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
         lo, hi = self.widths_train
         if not 1 <= lo <= hi <= FULL_WIDTH:
-            raise InvalidParameter(f"--widths-train {lo} {hi}: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
-        if self.embed_lr_scale <= 0 or self.fixed_lr_scale <= 0:
-            raise InvalidParameter("--embed-lr-scale and --fixed-lr-scale must be > 0")
-        if self.lambda_kd < 0 or self.kd_temperature <= 0:
-            raise InvalidParameter("--lambda-kd must be >= 0 and --kd-temperature > 0")
-        if self.steps < 0 or self.warm_steps < 0 or self.batch < 1:
-            raise InvalidParameter("--steps/--warm-steps must be >= 0 and --batch >= 1")
+            raise InvalidParameter(f"widths_train = [{lo}, {hi}]: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
+        # (key, holds, what it must be): each message names the key, as the recipe file and --flag spell it.
+        rules = (("batch", self.batch >= 1, ">= 1"), ("steps", self.steps >= 0, ">= 0"),
+                 ("warm_steps", self.warm_steps >= 0, ">= 0"), ("lr", self.lr >= 0, ">= 0"),
+                 ("weight_decay", self.weight_decay >= 0, ">= 0"), ("lambda_rec", self.lambda_rec >= 0, ">= 0"),
+                 ("lambda_norm", self.lambda_norm >= 0, ">= 0"), ("lambda_kd", self.lambda_kd >= 0, ">= 0"),
+                 ("kd_temperature", self.kd_temperature > 0, "> 0"), ("clip", self.clip > 0, "> 0"),
+                 ("embed_lr_scale", self.embed_lr_scale > 0, "> 0"), ("fixed_lr_scale", self.fixed_lr_scale > 0, "> 0"),
+                 ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"), ("val_every", self.val_every >= 1, ">= 1"),
+                 ("val_limit", self.val_limit >= 1, ">= 1"), ("ckpt_every", self.ckpt_every >= 1, ">= 1"),
+                 ("ckpt_min_seconds", self.ckpt_min_seconds >= 0, ">= 0"), ("threads", self.threads >= 1, ">= 1"),
+                 ("warm_steps", self.warm_steps == 0 or self.lambda_rec > 0,
+                  "0 when lambda_rec is 0 (warm steps only reconstruct)"),
+                 ("fixed_init", self.fixed_init == "base" or self.train_fixed,
+                  "'base' unless train_fixed is true (fresh fixed layers must learn, and ship)"))
+        for key, holds, must in rules:
+            if not holds:
+                raise InvalidParameter(f"{key} = {getattr(self, key)!r}: must be {must}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise InvalidParameter(f"max_minutes = {self.max_minutes!r}: must be > 0")
+        if any(not 1 <= w <= FULL_WIDTH for w in self.val_widths):
+            raise InvalidParameter(f"val_widths = {self.val_widths!r}: every width must be in 1..{FULL_WIDTH}")
         self.inr_config()  # the INR's own rules (e.g. --band-limit needs --head-per-block)
 
     def inr_config(self) -> HyperNetConfig:

@@ -1,11 +1,14 @@
-"""How a run's INR starts: fresh, with chosen heads' output layers at zero (``--zero-init``), or
-continued from a shipped checkpoint (``--init-from``), grown to this run's INR shape first."""
+"""How a run starts: its INR fresh, with chosen heads' output layers at zero (``--zero-init``), or
+continued from a shipped checkpoint (``--init-from``), grown to this run's INR shape first; its
+fixed layers the base's, or fresh (``--fixed-init fresh``, see ``fresh_fixed``)."""
 
 from __future__ import annotations
 
 import torch
 
-from service.archs import FULL_WIDTH, ROLES
+import math
+
+from service.archs import FULL_WIDTH, ROLES, tensor_specs
 from service.hypernet import HyperNet, HyperNetConfig
 from service.training.objective import generated_tensors
 
@@ -74,3 +77,24 @@ def continued_inr(path: str, wanted: HyperNetConfig, scope: str, seed: int) -> t
     if wanted.channel_embeddings and not hn.config.channel_embeddings:
         hn = hn.with_channel_embeddings()
     return hn, ckpt.fixed
+
+
+@torch.no_grad()
+def fresh_fixed(scope: str, in_channels: int, num_classes: int, seed: int) -> dict[str, torch.Tensor]:
+    """Fixup-style fixed layers (Zhang et al., 2019): He-initialised stem and shortcut convolutions,
+    zero biases and a zero classifier. With the blocks starting as identities (``--zero-init conv2``)
+    the untrained network is then a small working CNN (stem, two strided 1x1 convolutions, pooling,
+    classifier) with unit-scale features, which the task loss trains at once. The base's own fixed
+    layers expect its trained blocks: behind identity blocks their features are ~100x too small
+    (pooled 0.014 against 1.95), and the loss sits near chance for hundreds of steps."""
+    gen = torch.Generator().manual_seed(seed)
+    fixed = {}
+    for spec in tensor_specs(scope, FULL_WIDTH, in_channels, num_classes):
+        if spec.role:
+            continue
+        if spec.name.endswith("bias") or spec.name.startswith("fc."):
+            fixed[spec.name] = torch.zeros(spec.shape)
+        else:  # (out, in, k, k): He normal over fan-in
+            fan_in = math.prod(spec.shape[1:])
+            fixed[spec.name] = torch.randn(spec.shape, generator=gen) * math.sqrt(2.0 / fan_in)
+    return fixed

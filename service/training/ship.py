@@ -1,7 +1,7 @@
 """Build a service checkpoint from a trained INR run (its best EMA weights) and the permuted base.
 
-    python -m service.training.ship --run runs/hn-all --base runs/base/permuted.safetensors \
-        --out service/checkpoints/resnet20-fmnist-all.safetensors [--evaluation docs/results/eval-resnet20.json]
+    neumeta train ship runs/resnet20 -o service/checkpoints/resnet20-fmnist-all.safetensors \
+        [--base runs/base/permuted.safetensors] [--evaluation docs/results/eval-resnet20.json]
 
 The manifest records everything a reader needs to trust and reproduce the file: data and
 preprocessing, width ranges, the INR config, K chosen by measurement on VAL, the permutation
@@ -15,9 +15,7 @@ so every width computes the same function) is refused unless ``--allow-inert``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -216,26 +214,3 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1e6:.2f} MB) sha256={sha} arch={manifest.arch} K={manifest.default_samples}")
     return sha
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m service.training.ship", description=__doc__.split("\n")[0])
-    p.add_argument("--run", required=True, type=Path, help="hypernet run directory")
-    p.add_argument("--base", required=True, type=Path, help="the permuted base the run trained on")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--evaluation", type=Path, default=None, help="JSON written by `neumeta eval`")
-    p.add_argument("--samples", type=int, default=None, help="default K (default: chosen on VAL)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--allow-inert", action="store_true",
-                   help="ship even if zeroing the generated conv2 weights leaves predictions unchanged")
-    a = p.parse_args(argv)
-    try:
-        ship(a.run, a.base, a.out, a.evaluation, a.samples, a.threads, a.allow_inert)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -347,10 +347,9 @@ def test_ship_refuses_a_checkpoint_whose_generated_blocks_are_switched_off(tmp_p
     with pytest.raises(ValueError, match="switched off at widths 16, 64"):
         ship(tmp_path / "run", tmp_path / "base.safetensors", out, samples=1, threads=1)
     assert not out.exists()
-    from service.training.ship import main
+    from service.cli import main
 
-    argv = ["--run", str(tmp_path / "run"), "--base", str(tmp_path / "base.safetensors"), "--out", str(out),
-            "--samples", "1", "--threads", "1"]
+    argv = ["train", "ship", str(tmp_path / "run"), "-o", str(out), "--samples", "1", "--threads", "1"]
     assert main(argv) == 2 and "switched off" in capsys.readouterr().err and not out.exists()
     assert main([*argv, "--allow-inert"]) == 0
     ablation = load_checkpoint(out).manifest.training["block_ablation"]

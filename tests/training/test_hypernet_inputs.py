@@ -16,18 +16,18 @@ def config(**overrides) -> TrainConfig:
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("width_sampling", "sandwhich", "--width-sampling 'sandwhich': expected one of uniform, sandwich"),
-    ("scope", "middle", "--scope 'middle'"),
-    ("rec_widths", "half", "--rec-widths 'half'"),
-    ("zero_init", "conv1", "--zero-init 'conv1'"),
-    ("precision", "fp16", "--precision 'fp16'"),
-    ("dataset", "mnist", "--dataset 'mnist'"),
-    ("widths_train", (40, 20), "--widths-train 40 20: need 1 <= MIN <= MAX <= 64"),
-    ("widths_train", (8, 65), "--widths-train 8 65"),
-    ("kd_temperature", 0.0, "--kd-temperature > 0"),
-    ("batch", 0, "--batch >= 1"),
+    ("width_sampling", "sandwhich", "width_sampling = 'sandwhich': expected one of uniform, sandwich"),
+    ("scope", "middle", "scope = 'middle'"),
+    ("rec_widths", "half", "rec_widths = 'half'"),
+    ("zero_init", "conv1", "zero_init = 'conv1'"),
+    ("precision", "fp16", "precision = 'fp16'"),
+    ("dataset", "mnist", "dataset = 'mnist'"),
+    ("widths_train", (40, 20), "widths_train = [40, 20]: need 1 <= MIN <= MAX <= 64"),
+    ("widths_train", (8, 65), "widths_train = [8, 65]"),
+    ("kd_temperature", 0.0, "kd_temperature = 0.0: must be > 0"),
+    ("batch", 0, "batch = 0: must be >= 1"),
 ])
-def test_a_bad_value_is_refused_with_its_flag_name(field, value, message):
+def test_a_bad_value_is_refused_with_its_key_name(field, value, message):
     with pytest.raises(InvalidParameter) as info:
         config(**{field: value})
     assert message in str(info.value)
@@ -47,5 +47,5 @@ def test_the_cli_reports_a_bad_width_range_without_a_traceback(tmp_path, capsys)
     code = service.cli.main(["train", "hypernet", "--base", str(base), "--out", str(tmp_path / "run"),
                              "--widths-train", "40", "20", "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: invalid_parameter:") and "--widths-train 40 20" in err
+    assert code == 2 and err.startswith("error: invalid_parameter:") and "widths_train = [40, 20]" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
