@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
+    # Request heads (request line + headers) bigger than this are refused with 431 by `neumeta serve`.
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # A connection whose request head is not complete this long after it opened (or after the
+    # previous response) is closed: a half-sent header must not hold a connection.
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
 
     backend: Literal["auto", "torch", "triton"] = "auto"
     kernel_precision: Literal["fp32", "tf32", "bf16"] = Field(

@@ -78,6 +78,8 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,  # service.api.middleware writes one JSON line per request instead
         log_config=None,  # keep configure_logging's handlers
         proxy_headers=True, server_header=False,
+        # h11 with a bounded head (size and read time), not httptools: see service.api.protocol.
+        http="service.api.protocol:BoundedH11Protocol", h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0
 
