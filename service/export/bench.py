@@ -1,6 +1,7 @@
 """Benchmark the served dtypes of one checkpoint: bytes, generation time, onnxruntime speed, accuracy.
 
-    python -m service.export.bench [--arch resnet20 | --checkpoint PATH] [--widths 8,16,32,64] [--runs 20] [--data DIR]
+    python -m service.export.bench [--arch resnet20 | --checkpoint PATH] [--widths 8,16,32,64] [--dtypes ...]
+                                   [--runs 20] [--data DIR]
 
 One row per (width, dtype): the file size; cold generation (hypernetwork pass, int8 calibration and
 ONNX export; best of ``--repeats``); onnxruntime CPU time per call, 1 thread, batch 1 and batch 64
@@ -59,7 +60,7 @@ def _median_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray, runs: i
 
 def bench_width(ckpt: Checkpoint, width: int, args: argparse.Namespace, test: tuple | None) -> list[str]:
     blobs, cold = {}, {}
-    for dtype in DTYPES:
+    for dtype in args.dtypes:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -67,7 +68,8 @@ def bench_width(ckpt: Checkpoint, width: int, args: argparse.Namespace, test: tu
             times.append(time.perf_counter() - start)
         cold[dtype] = min(times) * 1e3
     sessions = {dtype: session(data) for dtype, data in blobs.items()}
-    sessions["int8-weights, folded"] = session(blobs["int8-weights"], fold_qdq=True)
+    if "int8-weights" in blobs:  # as the client opens it
+        sessions["int8-weights, folded"] = session(blobs["int8-weights"], fold_qdq=True)
     m = ckpt.manifest
     x = np.random.default_rng(0).standard_normal((64, m.in_channels, *m.input_size), dtype=np.float32)
     ms1, ms64 = _median_ms(sessions, x[:1], args.runs), _median_ms(sessions, x, args.runs)
@@ -87,12 +89,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint of --arch")
     parser.add_argument("--arch", default="resnet20", help="shipped catalog id, when no --checkpoint")
     parser.add_argument("--widths", default="8,16,32,64")
+    parser.add_argument("--dtypes", type=lambda v: v.split(","), default=list(DTYPES),
+                        help="comma-separated; float32 always runs first (the reference)")
     parser.add_argument("--repeats", type=int, default=3, help="generations per dtype (cold time: the best)")
     parser.add_argument("--runs", type=int, default=20, help="timed onnxruntime calls per session and batch")
     parser.add_argument("--data", type=Path, default=None, help="dataset directory (default: the installed one)")
     parser.add_argument("--test-images", type=int, default=None, help="first N test images (default all; 0: none)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    args.dtypes = ["float32", *(d for d in args.dtypes if d != "float32")]
+    unknown = set(args.dtypes) - set(DTYPES)
+    if unknown:
+        parser.error(f"unknown dtypes {sorted(unknown)}; choose from {', '.join(DTYPES)}")
     if args.checkpoint is not None:
         ckpt = load_checkpoint(args.checkpoint)
     else:
