@@ -68,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = [key.encode("utf-8") for key in settings.api_keys]
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
-    for router in (model.router, blobs.router, archs.router, health.router, metrics.router):
+    routers = (model.router, blobs.router, archs.router, health.router, metrics.router)
+    for router in routers:
         app.include_router(router)
-    openapi.install(app, bearer=bool(settings.api_keys))
+    openapi.install(app, bearer=bool(settings.api_keys),
+                    gated_prefixes=[router.prefix for router in routers if router.dependencies])
     return app

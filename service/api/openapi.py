@@ -11,11 +11,11 @@ security scheme.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 
 from service.api.query import MAX_DIGITS
 from service.export import DTYPES
@@ -92,24 +92,51 @@ def model_route() -> dict[str, Any]:
 
 def blob_route() -> dict[str, Any]:
     """Keyword arguments of the ``/blobs/sha256/{digest}`` route."""
-    return {"responses": _blob_responses(), "openapi_extra": {"parameters": [
-        {"name": "digest", "in": "path", "required": True,
-         "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}, *_conditional_parameters()]}}
+    return {"responses": _blob_responses(), "openapi_extra": {"parameters": _conditional_parameters()}}
 
 
-def install(app: FastAPI, *, bearer: bool) -> None:
-    """Replace ``app.openapi`` with the post-processed document (built once, on first use)."""
+def install(app: FastAPI, *, bearer: bool, gated_prefixes: list[str]) -> None:
+    """Replace ``app.openapi`` with the post-processed document (built once, on first use).
+
+    ``bearer``: API keys are on; ``gated_prefixes``: the paths under the key (routers with the gate).
+    """
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _finish(app, get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes), bearer)
+            with warnings.catch_warnings():  # FastAPI's ids repeat for GET and HEAD; _finish replaces them
+                warnings.filterwarnings("ignore", message="Duplicate Operation ID")
+                doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            app.openapi_schema = _finish(doc, bearer, gated_prefixes)
+            service = getattr(app.state, "service", None)  # set by the lifespan; absent in a bare app
+            if service is not None:
+                _describe_catalog(app.openapi_schema, service.catalog)
         return app.openapi_schema
 
     app.openapi = build  # type: ignore[method-assign]
 
 
-def _finish(app: FastAPI, doc: dict[str, Any], bearer: bool) -> dict[str, Any]:
+def _describe_catalog(doc: dict[str, Any], catalog: Any) -> None:
+    """Narrow ``arch`` to the loaded catalog ids and ``width`` to the widest allowed range."""
+    ids = catalog.ids()
+    if not ids:
+        return
+    widest = max(catalog.get(arch).manifest.widths_allowed.max for arch in ids)
+    for operation in doc["paths"].get("/model", {}).values():
+        for parameter in operation["parameters"]:
+            if parameter["name"] == "arch":
+                parameter["schema"] = {"type": "string", "enum": ids}
+            elif parameter["name"] == "width":
+                parameter["schema"] = {**_INTEGER, "maximum": widest}
+                parameter["description"] += f"; each arch allows a sub-range of 1..{widest} (GET /archs)"
+
+
+def operation_id(method: str, path: str) -> str:
+    """``get_model``, ``head_blobs_sha256``: from the method and the path's fixed words only."""
+    words = re.sub(r"\{[^}]*\}", "", path)
+    return f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', words.lower()).strip('_')}"
+
+
+def _finish(doc: dict[str, Any], bearer: bool, gated_prefixes: list[str]) -> dict[str, Any]:
     components = doc.setdefault("components", {})
     components.setdefault("schemas", {})["ErrorBody"] = {
         "type": "object", "required": ["code", "message", "request_id"],
@@ -121,13 +148,16 @@ def _finish(app: FastAPI, doc: dict[str, Any], bearer: bool) -> dict[str, Any]:
                                                 "WWW-Authenticate": "Bearer"}.items()}
     if bearer:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    gated = {route.path for route in app.routes if isinstance(route, APIRoute) and route.dependencies}
-    names = {route.path: route.name for route in app.routes if isinstance(route, APIRoute)}
     for path, operations in doc.get("paths", {}).items():
         for method, operation in operations.items():
-            operation["operationId"] = f"{method}_{names[path].removeprefix('get_')}"
-            if bearer and path in gated:
-                operation["security"] = [{"bearer": []}]
+            operation["operationId"] = operation_id(method, path)
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "digest":  # a malformed digest is blob_not_found (404), not 422
+                    parameter["schema"] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+            if any(path.startswith(prefix) for prefix in gated_prefixes):
+                operation["responses"].setdefault("401", _error(401, "WWW-Authenticate"))
+                if bearer:
+                    operation["security"] = [{"bearer": []}]
             for status in ("422",):  # FastAPI's own validation schema does not describe our errors
                 if operation.get("responses", {}).get(status, {}).get("content", {}).get(
                         "application/json", {}).get("schema", {}).get("$ref", "").endswith("HTTPValidationError"):
