@@ -90,7 +90,7 @@ def model_version(checkpoint_sha: str) -> int:
 def doc_string(manifest: Manifest, width: int, dtype: str, checkpoint_sha: str) -> str:
     calibrated = " Activations calibrated on shipped training images." if dtype == "int8" else ""
     return (f"NeuMeta {manifest.arch} ({manifest.family}, scope {manifest.scope.value}) at width {width}, "
-            f"{dtype} weights, {manifest.dataset}; generated from checkpoint {checkpoint_sha[:12]} by generator "
+            f"{dtype} storage, {manifest.dataset}; generated from checkpoint {checkpoint_sha[:12]} by generator "
             f"{GENERATOR_VERSION}.{calibrated} Model card: " + MODEL_CARD.format(arch=manifest.arch))
 
 
