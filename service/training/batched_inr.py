@@ -1,15 +1,18 @@
 """The INR's training forward in a few batched ops: the math of ``kernels.reference``, launched per
-group of equal-sized heads instead of per head.
+bucket of similar-sized heads instead of per head.
 
 The reference evaluates head h with ``addmm`` on ``w_in[h]``, ``w_hidden[h, l]`` ...: every index of
 a stacked parameter is a ``select`` whose backward writes a full-size zero tensor, about 7,800
 dispatched ops per training step in all. Here, per width (``WidthPlan``, cached):
 
-- heads are grouped into runs of consecutive heads with the same row count (a role's blocks of one
-  stage share a shape): 14 groups at width 64 for a head per generated tensor, not 36 heads;
-- each stacked parameter is split once into those groups (one ``split``, whose backward is one
-  ``cat``), and each group runs as ``baddbmm`` over (G, R, .) with its rows viewed straight out of
-  the table, which holds a head's rows contiguously;
+- heads are sorted by row count into buckets whose smallest head has at least half the rows of
+  the largest (``_buckets``): 5 buckets at width 64 for a head per generated tensor, not 36 heads;
+  each bucket runs as one ``baddbmm`` per layer over (G, R_max, .), its shorter heads padded by
+  repeating their last row (padding costs ~10% more rows at width 64; its outputs are dropped, so
+  it gets no gradient);
+- the table's rows go into that padded layout with one gather and come back with another, and
+  each stacked parameter is permuted into bucket order with one index and split once (backward:
+  one scatter and one ``cat`` per parameter);
 - the band-limit gains (``model.band_limit_gains``) are built once per width, on the device, and
   folded into ``w_in`` with one multiply; coordinate noise is skipped when the INR's noise is 0;
 - the output is split into the generated tensors once, and the Frobenius-norm term is one segment
@@ -33,13 +36,11 @@ from service.hypernet.model import band_limit_gains
 
 
 @dataclass(frozen=True)
-class HeadGroup:
-    """``heads`` consecutive heads of ``rows`` rows each, starting at row ``start``."""
+class Bucket:
+    """``heads`` heads evaluated together, each padded to ``rows`` rows."""
 
     heads: int
     rows: int
-    start: int
-    empty: bool  # heads with no rows at this width (a band narrower than a channel): skipped
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class WidthPlan:
     """Everything about one width that does not change between steps, on the training device."""
 
     table: CoordTable
-    groups: tuple[HeadGroup, ...]
+    buckets: tuple[Bucket, ...]
+    head_order: torch.Tensor  # (Hb,) int64 the non-empty heads, bucket by bucket
+    gather: torch.Tensor  # (P,) int64 table row of each padded row, P = sum of heads * rows
+    scatter: torch.Tensor  # (N,) int64 padded row of each table row
     gains: torch.Tensor | None  # (Hd, E, 1) band-limit gains, None when band limiting is off
     hashed: torch.Tensor | None  # (N, D) first hash round of the coordinate noise, None when noise is 0
     slot_rows: tuple[int, ...]  # rows of each generated tensor, table order
@@ -55,15 +59,26 @@ class WidthPlan:
     row_slot: torch.Tensor  # (N,) int64 index of each row's tensor
 
 
-def _groups(offsets: list[int]) -> tuple[HeadGroup, ...]:
-    groups: list[HeadGroup] = []
-    for lo, hi in zip(offsets[:-1], offsets[1:], strict=True):
-        rows, last = hi - lo, groups[-1] if groups else None
-        if last is not None and last.rows == rows:
-            groups[-1] = HeadGroup(last.heads + 1, rows, last.start, rows == 0)
-        else:
-            groups.append(HeadGroup(1, rows, lo, rows == 0))
-    return tuple(groups)
+def _buckets(offsets: list[int]) -> tuple[tuple[Bucket, ...], list[int], list[int], list[int]]:
+    """(buckets, head order, gather, scatter) for heads whose rows are ``offsets[h]:offsets[h + 1]``.
+
+    Heads go largest first; a bucket takes heads down to half its largest, so padding at most
+    doubles any head and in practice adds ~10% (a role's blocks of one stage share a shape)."""
+    rows = [hi - lo for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
+    order = sorted((h for h in range(len(rows)) if rows[h]), key=lambda h: (-rows[h], h))
+    buckets: list[Bucket] = []
+    gather: list[int] = []
+    scatter = [0] * offsets[-1]
+    for h in order:
+        if not buckets or 2 * rows[h] < buckets[-1].rows:
+            buckets.append(Bucket(0, rows[h]))
+        width = buckets[-1].rows
+        buckets[-1] = Bucket(buckets[-1].heads + 1, width)
+        base, start = len(gather), offsets[h]
+        gather += [start + min(i, rows[h] - 1) for i in range(width)]  # short heads repeat their last row
+        for i in range(rows[h]):
+            scatter[start + i] = base + i
+    return tuple(buckets), order, gather, scatter
 
 
 class BatchedINR:
@@ -92,7 +107,10 @@ class BatchedINR:
             used = s.shape[2] * s.shape[3] if len(s.shape) == 4 else 1
             row_mask[s.start : s.stop, :used] = 1.0
         row_slot = torch.repeat_interleave(torch.arange(len(slot_rows)), torch.tensor(slot_rows))
-        return WidthPlan(table, _groups(self.hn.head_offsets(table)), gains, hashed, slot_rows,
+        buckets, order, gather, scatter = _buckets(self.hn.head_offsets(table))
+        order_t, gather_t, scatter_t = (torch.tensor(v, dtype=torch.int64, device=device)
+                                        for v in (order, gather, scatter))
+        return WidthPlan(table, buckets, order_t, gather_t, scatter_t, gains, hashed, slot_rows,
                          row_mask.to(device), row_slot.to(device))
 
     def forward(self, plan: WidthPlan, seed: int | None) -> torch.Tensor:
@@ -102,28 +120,28 @@ class BatchedINR:
         v = table.coords
         if seed is not None and plan.hashed is not None:
             v = v + (uniform_noise(sample_key(seed, 0), plan.hashed) - 0.5) * table.jitter
-        e = encode(v, hn.config.num_freqs)  # (N, E)
+        e = encode(v, hn.config.num_freqs)[plan.gather]  # (P, E): every bucket's padded rows
         w_in = hn.w_in if plan.gains is None else hn.w_in * plan.gains
-        sizes = [g.heads for g in plan.groups]
-        layers = hn.config.layers
-        # One split per parameter (and per hidden layer): each group's (G, ...) slices, one backward cat.
-        per_group = zip(w_in.split(sizes), hn.b_in.split(sizes), hn.w_out.split(sizes), hn.b_out.split(sizes),
-                        zip(*(w.split(sizes) for w in hn.w_hidden.unbind(1))) if layers else [()] * len(sizes),
-                        zip(*(b.split(sizes) for b in hn.b_hidden.unbind(1))) if layers else [()] * len(sizes),
-                        zip(*(r.split(sizes) for r in hn.res_scale.unbind(1))) if layers else [()] * len(sizes),
-                        strict=True)
+        sizes = [b.heads for b in plan.buckets]
+
+        def by_bucket(param: torch.Tensor) -> tuple[torch.Tensor, ...]:  # bucket order, then one split
+            return param.index_select(0, plan.head_order).split(sizes)
+
+        # Biases and residual scales shaped for broadcasting over rows once, not once per bucket.
+        w_in, b_in = by_bucket(w_in), by_bucket(hn.b_in[:, None, :])  # (G, E, H), (G, 1, H)
+        w_out, b_out = by_bucket(hn.w_out), by_bucket(hn.b_out[:, None, :])
+        # (G, L, H, H), (G, L, 1, H), (G, L, 1, 1): hidden layers stay stacked; a bucket unbinds them.
+        w_hid, b_hid = by_bucket(hn.w_hidden), by_bucket(hn.b_hidden[:, :, None, :])
+        scales = by_bucket(hn.res_scale[:, :, None, None])
         outs = []
-        for group, (wi, bi, wo, bo, whs, bhs, rss) in zip(plan.groups, per_group, strict=True):
-            if group.empty:
-                continue
-            n = group.heads * group.rows
-            x = e[group.start : group.start + n].view(group.heads, group.rows, -1)  # (G, R, E)
-            x = torch.baddbmm(bi[:, None, :], x, wi).relu_()  # (G, R, H)
-            for wh, bh, rs in zip(whs, bhs, rss, strict=True):
-                branch = torch.baddbmm(bh[:, None, :], x, wh).relu_()
-                x = torch.addcmul(x, rs[:, None, None], branch)
-            outs.append(torch.baddbmm(bo[:, None, :], x, wo).view(n, -1))  # (G * R, O)
-        return torch.cat(outs) * table.out_scale[:, None]
+        for bucket, rows, wi, bi, whs, bhs, rss, wo, bo in zip(
+                plan.buckets, e.split([b.heads * b.rows for b in plan.buckets]), w_in, b_in, w_hid, b_hid, scales,
+                w_out, b_out, strict=True):
+            x = torch.baddbmm(bi, rows.view(bucket.heads, bucket.rows, -1), wi).relu_()  # (G, R, H)
+            for wh, bh, rs in zip(whs.unbind(1), bhs.unbind(1), rss.unbind(1), strict=True):
+                x = torch.addcmul(x, rs, torch.baddbmm(bh, x, wh).relu_())
+            outs.append(torch.baddbmm(bo, x, wo).flatten(0, 1))  # (G * R, O)
+        return torch.cat(outs)[plan.scatter] * table.out_scale[:, None]  # (N, O), table order
 
     def tensors(self, plan: WidthPlan, out: torch.Tensor) -> dict[str, torch.Tensor]:
         """``coords.scatter`` with one split: (N, O) -> the generated tensors by name."""

@@ -9,7 +9,7 @@ import torch
 
 from service.hypernet import HyperNet, HyperNetConfig, coord_table, scatter
 from service.hypernet.model import head_count
-from service.training.batched_inr import BatchedINR, HeadGroup, _groups
+from service.training.batched_inr import BatchedINR, Bucket, _buckets
 
 SHAPES = {
     "per-tensor, band-limited, noisy": dict(head_per_block=True, band_limit=0.2887, noise=1.0),
@@ -90,16 +90,20 @@ def test_norm_of_a_zero_tensor_has_zero_gradient_not_nan():
     assert all(torch.isfinite(p.grad).all() for p in hn.parameters() if p.grad is not None)
 
 
-def test_heads_group_into_runs_of_equal_size_and_empty_heads_are_kept_apart():
-    assert _groups([0, 4, 8, 12, 20, 20, 20, 23]) == (
-        HeadGroup(heads=3, rows=4, start=0, empty=False),
-        HeadGroup(heads=1, rows=8, start=12, empty=False),
-        HeadGroup(heads=2, rows=0, start=20, empty=True),
-        HeadGroup(heads=1, rows=3, start=20, empty=False),
-    )
-    # The shipped shape at full width: 36 heads in 14 launches.
+def test_heads_bucket_by_size_with_short_heads_padded_and_empty_heads_left_out():
+    # Heads of 4, 4, 3, 8, 0, 2 rows: [8, 4, 4] (down to half of 8), then [3, 2]; the empty head is skipped.
+    offsets = [0, 4, 8, 11, 19, 19, 21]
+    buckets, order, gather, scatter = _buckets(offsets)
+    assert buckets == (Bucket(heads=3, rows=8), Bucket(heads=2, rows=3))
+    assert order == [3, 0, 1, 2, 5]
+    # Head 0 (rows 0-3) fills padded rows 8-15, its last row repeated; head 5 (rows 19, 20) pads to 3.
+    assert gather[8:16] == [0, 1, 2, 3, 3, 3, 3, 3] and gather[-3:] == [19, 20, 20]
+    assert [scatter[r] for r in (0, 3, 11, 19, 20)] == [8, 11, 0, 27, 28]
+    assert len(scatter) == 21 and len(set(scatter)) == 21  # every table row has its own padded row
+    # The shipped shape at full width: 36 heads in 5 buckets, padding ~10% more rows.
     hn = inr(SHAPES["per-tensor, clean (the shipped shape)"])
-    assert len(BatchedINR(hn, "all", 1, 10).plan(64).groups) == 14
+    plan = BatchedINR(hn, "all", 1, 10).plan(64)
+    assert len(plan.buckets) == 5 and plan.table.rows < len(plan.gather) < 1.15 * plan.table.rows
 
 
 def test_channel_embeddings_are_refused():
