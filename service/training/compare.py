@@ -1,12 +1,13 @@
-"""Paired test-set comparison of two checkpoints of one arch: should NEW replace OLD?
+"""Paired comparison of two checkpoints of one arch on one split: should NEW replace OLD?
 
-Each continuation of a shipped checkpoint is judged the same way, by a rule fixed before any
-test row is seen: both checkpoints generate a network at each width, both networks classify the
-same test images, and the per-image differences give each width's gain a 95% interval
+Every candidate is judged the same way, by a rule fixed before any row is seen: both checkpoints
+generate a network at each width, both networks classify the same images, and the per-image
+differences give each width's gain a 95% interval
 (``evaluate.paired_difference``), far tighter than two independent accuracies would. NEW is
 ``better`` when its gain is above 0 at ``min_above`` or more widths and no interval lies wholly
 below 0: a gain everywhere that the test set cannot resolve is not a loss, but a resolved loss
-anywhere vetoes it.
+anywhere vetoes it. ``neumeta compare`` takes the verdict on VAL (5,000 held-out training images:
+model selection) and pairs the test set the same way only to report it.
 
     neumeta compare runs/candidate.safetensors service/checkpoints/resnet20-fmnist-all.safetensors
 """
@@ -74,10 +75,10 @@ def compare_checkpoints(
     }
 
 
-def compare_table(result: dict[str, Any]) -> str:
+def compare_table(result: dict[str, Any], split: str = "TEST") -> str:
     """The comparison as the Markdown rows docs/RESULTS.md uses, then the verdict."""
     rows = result["rows"]
-    head = "| TEST | " + " | ".join(f"w={r['width']}" for r in rows) + " |"
+    head = f"| {split} | " + " | ".join(f"w={r['width']}" for r in rows) + " |"
     lines = [
         head, "|---" * (len(rows) + 1) + "|",
         f"| old ({result['old']}) | " + " | ".join(f"{r['old']:.2f}" for r in rows) + " |",
@@ -91,5 +92,5 @@ def compare_table(result: dict[str, Any]) -> str:
         f"{verdict}: above 0 at {result['above_zero']} of {len(rows)} widths (needs {result['min_above']}), "
         f"{result['intervals_above_zero']} interval(s) wholly above 0, "
         + (f"wholly below 0 at {below}" if below else "none wholly below 0")
-        + f"; {result['images']} test images")
+        + f"; {result['images']} images")
     return "\n".join(lines)

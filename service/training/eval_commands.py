@@ -1,5 +1,6 @@
 """``neumeta eval``: test-set table + plots of a checkpoint against slicing, pruning, individual models;
-``neumeta compare``: two checkpoints of one arch, paired on the test set (should NEW replace OLD?).
+``neumeta compare``: two checkpoints of one arch, paired per image (should NEW replace OLD?): the
+verdict on VAL, the same table on the test set as a report.
 
     neumeta eval --checkpoint service/checkpoints/resnet20-fmnist-all.safetensors \
         --base runs/base/permuted.safetensors --individual runs/individual-w16 ... --out docs/results
@@ -81,9 +82,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InvalidParameter("--limit must be >= 1")
     new, old = load_checkpoint(args.new), load_checkpoint(args.old)
     splits = load_dataset(new.manifest.dataset, args.data)
-    result = compare_checkpoints(new, old, splits.test, splits.info, widths=args.widths, limit=args.limit,
-                                 min_above=args.min_above, device=device)
-    print(compare_table(result))
+    # The verdict is taken on VAL (model selection); the test set is paired the same way, only to report.
+    per_split = {name: compare_checkpoints(new, old, split, splits.info, widths=args.widths, limit=args.limit,
+                                           min_above=args.min_above, device=device)
+                 for name, split in (("val", splits.val), ("test", splits.test))}
+    result = {"decided_on": "val", "better": per_split["val"]["better"], **per_split}
+    print(compare_table(per_split["val"], "VAL (decides)"))
+    print(compare_table(per_split["test"], "TEST (reports only)"))
+    print(f"verdict (on VAL): {'better' if result['better'] else 'not better'}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -148,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = subparsers.add_parser("compare", help="NEW minus OLD checkpoint, paired over the test set, per width")
+    p = subparsers.add_parser("compare", help="NEW minus OLD checkpoint, paired per image per width: decided on VAL, reported on test")
     p.add_argument("new", type=Path, help="candidate checkpoint (.safetensors)")
     p.add_argument("old", type=Path, help="the checkpoint it would replace")
     p.add_argument("--widths", type=int, nargs="+", default=None,
@@ -156,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-above", type=int, default=None,
                    help="widths that must gain for 'better' (default: all but one); any 95%% interval "
                         "wholly below 0 vetoes")
-    p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="first N images of each split (default: all)")
     p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
     _add_scoring_arguments(p)
     p.set_defaults(func=cmd_compare)

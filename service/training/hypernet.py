@@ -173,9 +173,9 @@ class Trainer:
         return self.cfg.warm_steps + self.cfg.steps
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up (20 steps) then cosine to 5% of the peak over all steps. Set in steps only,
+        """Linear warm-up (``lr_warmup`` steps) then cosine to 5% of the peak over all steps. Set in steps only,
         so a run's schedule is the same on any machine (``max_minutes`` stops early, it never anneals)."""
-        return warmup_cosine(self.cfg.lr, step, min(1.0, step / max(1, self.total_steps)))
+        return warmup_cosine(self.cfg.lr, step, min(1.0, step / max(1, self.total_steps)), self.cfg.lr_warmup)
 
     def width_at(self, step: int) -> int:
         lo, hi = self.cfg.widths_train

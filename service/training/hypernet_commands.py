@@ -67,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="INR heads whose output layer starts at zero (conv2: blocks start as identities, "
                         "conv1 at He scale)")
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-warmup", type=int, help="steps of linear warm-up before the cosine (default 20)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--lambda-rec", type=float)
     p.add_argument("--lambda-norm", type=float)

@@ -51,6 +51,7 @@ class TrainConfig:
     channel_embeddings: bool = False  # a learned vector per full-width channel (HyperNetConfig)
     embed_lr_scale: float = 1.0  # the embeddings' learning rate relative to the INR's
     lr: float = 1e-3
+    lr_warmup: int = 20  # steps of linear warm-up before the cosine
     weight_decay: float = 1e-2
     lambda_rec: float = 1.0
     lambda_norm: float = 1e-4
@@ -92,7 +93,7 @@ class TrainConfig:
             raise InvalidParameter(f"widths_train = [{lo}, {hi}]: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
         # (key, holds, what it must be): each message names the key, as the recipe file and --flag spell it.
         rules = (("batch", self.batch >= 1, ">= 1"), ("steps", self.steps >= 0, ">= 0"),
-                 ("warm_steps", self.warm_steps >= 0, ">= 0"), ("lr", self.lr >= 0, ">= 0"),
+                 ("warm_steps", self.warm_steps >= 0, ">= 0"), ("lr", self.lr >= 0, ">= 0"), ("lr_warmup", self.lr_warmup >= 0, ">= 0"),
                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("lambda_rec", self.lambda_rec >= 0, ">= 0"),
                  ("lambda_norm", self.lambda_norm >= 0, ">= 0"), ("lambda_kd", self.lambda_kd >= 0, ">= 0"),
                  ("kd_temperature", self.kd_temperature > 0, "> 0"), ("clip", self.clip > 0, "> 0"),

@@ -47,8 +47,10 @@ def test_the_session_trains_ships_and_compares_into_out(tmp_path):
         assert shipped.short_sha != shipped_before
         assert shipped.path.stat().st_size < 16e6  # the most the device tool brings back in one file
         result = json.loads((tmp_path / f"unpacked/logs/compare-{variant}.json").read_text())
-        assert result["new"] == shipped.short_sha and result["images"] == 100
-        assert [r["width"] for r in result["rows"]] == [8, 16, 32, 48, 64]
+        assert result["decided_on"] == "val"
+        for split in ("val", "test"):
+            assert result[split]["new"] == shipped.short_sha and result[split]["images"] == 100
+            assert [r["width"] for r in result[split]["rows"]] == [8, 16, 32, 48, 64]
         assert (tmp_path / f"unpacked/logs/history-{variant}.jsonl").read_text().count('"step"') >= 1
     # The device tool brings back at most 8 files, no folder among them.
     assert sorted(p.name for p in out.iterdir()) == [

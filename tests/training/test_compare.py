@@ -99,9 +99,11 @@ def test_cli_compares_on_real_data_and_writes_json(tmp_path, capsys):
                              "--threads", "1", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "| new minus old, pt (95% interval) |" in printed
+    assert "| VAL (decides) |" in printed and "| TEST (reports only) |" in printed
     result = json.loads(out.read_text())
-    assert result["images"] == 50 and [r["width"] for r in result["rows"]] == [8, 64]
-    assert not result["better"]
+    assert result["decided_on"] == "val" and result["better"] is result["val"]["better"] is False
+    for split in ("val", "test"):
+        assert result[split]["images"] == 50 and [r["width"] for r in result[split]["rows"]] == [8, 64]
 
 
 def test_cli_refuses_a_bad_limit_with_the_documented_code(tmp_path, capsys):
