@@ -2,9 +2,9 @@
 
 Three places need this: device copies of CPU weights (so a GPU generation does not re-upload them
 every request), a band-limited INR's scaled input weights (so a served width hands the device
-cache the same tensor every call) and the fused kernel's packed weights (kernels.fused_inr). All derive something from a long-lived tensor and must never
-return a value computed from an older state of it, or from another tensor that happens to reuse
-its id.
+cache the same tensor every call) and the fused kernel's packed weights (kernels.fused_inr). All
+derive something from a long-lived tensor and must never return a value computed from an older
+state of it, or from another tensor that happens to reuse its id.
 """
 
 from __future__ import annotations

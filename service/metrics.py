@@ -38,7 +38,8 @@ class Metrics:
             "(hit|miss|coalesced|error|corrupt|store).", ["tier", "event"], registry=r,
         )
         self.cache_degraded = Gauge(
-            "neumeta_cache_degraded", "1 while the Redis tier is unreachable or refuses writes (OOM, READONLY).", registry=r
+            "neumeta_cache_degraded", "1 while the Redis tier is unreachable or refuses writes (OOM, READONLY).",
+            registry=r
         )
         # Read from the embedded tier at scrape time (BlobCache wires them): no bookkeeping per put.
         self.cache_memory_bytes = Gauge(

@@ -71,7 +71,9 @@ async def fetch(service: Service, ckpt: Checkpoint, recipe: Recipe) -> tuple[byt
     return blob, service.digests.sha256(key, blob, recipe), cache_status
 
 
-def model_headers(ckpt: Checkpoint, recipe: Recipe, digest: str, cache_status: str, *, immutable: bool) -> dict[str, str]:
+def model_headers(
+    ckpt: Checkpoint, recipe: Recipe, digest: str, cache_status: str, *, immutable: bool
+) -> dict[str, str]:
     m = ckpt.manifest
     headers = {
         "ETag": conditional.etag_of(digest), "X-Model-Sha256": digest, "X-Model-Arch": m.arch,
