@@ -15,6 +15,7 @@ that never served the key, the request generates as before. The same index, read
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,6 +30,18 @@ class Recipe:
     width: int
     dtype: str
     samples: int
+
+    def to_json(self, key: str) -> bytes:
+        """The record other replicas read (with the cache key, which names the numerics too)."""
+        return json.dumps({"key": key, **self.__dict__}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> tuple[str, Recipe] | None:
+        try:
+            fields = json.loads(data)
+            return str(fields.pop("key")), cls(**fields)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # written by another version: as if absent
 
 
 class DigestMemo:

@@ -68,7 +68,24 @@ async def fetch(service: Service, ckpt: Checkpoint, recipe: Recipe) -> tuple[byt
         retry_after = service.pool.retry_after_s(key)
         raise Busy(f"the model was not ready within {timeout_s:g}s; it is still being generated and will be "
                    f"cached: retry in {retry_after}s", retry_after=retry_after) from None
-    return blob, service.digests.sha256(key, blob, recipe), cache_status
+    known = service.digests.known(key)
+    digest = service.digests.sha256(key, blob, recipe)
+    if digest != known:  # first time here: let every replica (and worker) answer /blobs for it
+        await service.cache.put_record(digest_record(digest), recipe.to_json(key))
+    return blob, digest, cache_status
+
+
+def digest_record(digest: str) -> str:
+    return f"sha256:{digest}"
+
+
+async def recipe_for(service: Service, digest: str) -> tuple[str, Recipe] | None:
+    """``(cache key, recipe)`` of a digest served here, or by any replica sharing this Redis."""
+    found = service.digests.recipe_of(digest)
+    if found is None:
+        record = await service.cache.get_record(digest_record(digest))
+        found = Recipe.from_json(record) if record is not None else None
+    return found
 
 
 def model_headers(

@@ -60,6 +60,10 @@ def cache_key(
     return f"neumeta:{generator_version}:{checkpoint_sha[:16]}:{backend}:{arch}:{width}:{dtype}:{samples}"
 
 
+def record_key(name: str) -> str:
+    return f"neumeta-record:{name}"
+
+
 def lock_key(key: str) -> str:
     # The whole key as a Redis Cluster hash tag: the lock lives in the same slot as the blob.
     return f"neumeta-lock:{{{key}}}"
@@ -168,6 +172,15 @@ class BlobCache:
         if self.redis is not None:
             await self.redis.set(key, blob)  # a failure is logged and counted, never raised
         return blob
+
+    # -- records shared by replicas (no-ops without Redis) ---------------------------------------
+
+    async def put_record(self, name: str, value: bytes) -> None:
+        if self.redis is not None:
+            await self.redis.put_record(record_key(name), value)
+
+    async def get_record(self, name: str) -> bytes | None:
+        return await self.redis.get_record(record_key(name)) if self.redis is not None else None
 
     # -- health and lifecycle -------------------------------------------------------------------
 

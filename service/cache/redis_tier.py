@@ -185,6 +185,16 @@ class RedisTier:
             return True
         return False
 
+    # -- small shared records (the digest -> recipe index of /blobs) ---------------------------
+
+    async def put_record(self, key: str, value: bytes) -> None:
+        """Store a small record (not a blob: no envelope, no store event); failures only degrade."""
+        await self._call("set", lambda: self._client.set(key, value, ex=self.ttl_s))
+
+    async def get_record(self, key: str) -> bytes | None:
+        value = await self._call("get", lambda: self._client.get(key))
+        return value if isinstance(value, bytes) else None
+
     # -- cross-replica single-flight lock -------------------------------------------------------
 
     async def acquire_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool | None:

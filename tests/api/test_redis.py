@@ -105,3 +105,30 @@ def test_a_redis_that_refuses_writes_is_degraded_although_it_answers_ping(make_l
         admin.replicaof("no", "one")
     wait_for_cache_state(service, "ok")
     assert service.metric("neumeta_cache_degraded") == 0
+
+
+def test_a_blob_url_is_answered_by_a_replica_that_never_served_it(make_live_service, redis_server):
+    a = make_live_service(redis_url=redis_server.url)
+    b = make_live_service(redis_url=redis_server.url)
+    served = model(a, 22)
+    pinned = httpx.get(f"{b}{served.headers['content-location']}", timeout=60)  # as a round robin would
+    assert pinned.status_code == 200 and pinned.content == served.content
+    assert pinned.headers["cache-control"].endswith("immutable") and pinned.headers["x-cache"] == "hit"
+    assert b.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 0
+    unknown = httpx.get(f"{b}/blobs/sha256/{'0' * 64}", timeout=60)
+    assert unknown.status_code == 404 and unknown.headers["x-error-code"] == "blob_not_found"
+
+
+def test_a_blob_made_with_other_numerics_is_not_generated_here(make_live_service, redis_server):
+    import json
+
+    service = make_live_service(redis_url=redis_server.url)
+    digest = "ab" * 32
+    ckpt_sha = hashlib.sha256(service.checkpoint.read_bytes()).hexdigest()
+    other = cache_key(GENERATOR_VERSION, ckpt_sha, "triton-bf16", "resnet20", 8, "float32", 1)  # a GPU replica's
+    record = {"key": other, "arch": "resnet20", "checkpoint_sha": ckpt_sha, "width": 8, "dtype": "float32",
+              "samples": 1}
+    redis.Redis.from_url(redis_server.url).set(f"neumeta-record:sha256:{digest}", json.dumps(record))
+    r = httpx.get(f"{service}/blobs/sha256/{digest}", timeout=60)
+    assert r.status_code == 404 and r.headers["x-error-code"] == "blob_not_found" and "numerics" in r.json()["message"]
+    assert service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 0

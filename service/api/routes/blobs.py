@@ -1,9 +1,11 @@
 """``GET``/``HEAD /blobs/sha256/{digest}``: a model by the SHA-256 of its bytes, cacheable forever.
 
 ``/model`` names the current model of a request and points here in ``Content-Location``. This
-replica answers for every digest it has served (the digest index of service/api/digests.py),
-regenerating the bytes if its cache evicted them; a digest it never served, or one made from a
-checkpoint it no longer holds, is a coded 404 ``blob_not_found`` (the client then asks ``/model``).
+replica answers for every digest it has served (the digest index of service/api/digests.py) and,
+with Redis, for every digest a replica sharing that Redis has served (a small record per digest),
+regenerating the bytes if the caches evicted them; a digest nobody served, or one made from a
+checkpoint or numerics this replica does not have, is a coded 404 ``blob_not_found`` (the client
+then asks ``/model``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ router = APIRouter(prefix="/blobs", tags=["model"], dependencies=[ApiKey])
 @router.api_route("/sha256/{digest}", methods=["GET", "HEAD"], response_class=Response, **openapi.blob_route())
 async def get_blob(digest: str, request: Request, service: ServiceDep) -> Response:
     """The model whose bytes hash to ``digest`` (64 lowercase hex), with the same headers as ``/model``."""
-    found = service.digests.recipe_of(digest) if openapi.SHA256_HEX.fullmatch(digest) else None
+    found = await serving.recipe_for(service, digest) if openapi.SHA256_HEX.fullmatch(digest) else None
     if found is None:
         raise BlobNotFound(f"this replica has not served a model with sha256 {digest[:64]!r}; ask /model for it")
-    _, recipe = found
+    key, recipe = found
+    if key != serving.key_of(service, recipe):  # made by a replica with other numerics (e.g. a GPU)
+        raise BlobNotFound(f"sha256 {digest} was made by a replica with other numerics; ask /model for it")
     try:
         ckpt = service.catalog.get(recipe.arch)
     except UnknownArch:
