@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import threading
 from typing import NamedTuple
 
@@ -55,7 +54,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.memo import TensorMemo
+from kernels.fused_pack import next_pow2, packed
 from kernels.reference import INRWeights, inr_mean_reference, sample_key
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ def _fused_inr_kernel(
     h0 = _hash32(offs.to(tl.uint32))
     freq = tl.load(freq_ptr + tl.arange(0, F_PAD))  # 2^f * pi in fp32, exactly as the reference
 
-    # Per-head weight bases (row-major blocks, see the launcher's _pack for the layouts).
+    # Per-head weight bases (row-major blocks, see kernels.fused_pack.pack for the layouts).
     wv = wv_ptr + head * (2 * DA * HP)
     ws = ws_ptr + head * (FD * HP)
     wc = wc_ptr + head * (FD * HP)
@@ -212,89 +211,6 @@ def _fused_inr_kernel(
     tl.store(out_ptr + rows[:, None] * O + ocols[None, :], y, mask=out_mask)
 
 
-def _next_pow2(n: int, floor: int = 1) -> int:
-    return max(floor, 1 << max(0, n - 1).bit_length())
-
-
-class _Packed(NamedTuple):
-    """Weights re-laid out for the kernel (see the module docstring); float32 or bfloat16."""
-
-    wv: torch.Tensor
-    ws: torch.Tensor
-    wc: torch.Tensor
-    b_in: torch.Tensor
-    wh: torch.Tensor
-    bh: torch.Tensor
-    rs: torch.Tensor
-    wo: torch.Tensor
-    bo: torch.Tensor
-    freq: torch.Tensor
-    da: int
-    f_pad: int
-    hp: int
-    op: int
-
-
-def _pack(w: INRWeights, dim: int, num_freqs: int, precision: str) -> _Packed:
-    hd, e, h = w.w_in.shape
-    layers, o = w.w_hidden.shape[1], w.w_out.shape[2]
-    if e != dim * (1 + 2 * num_freqs):
-        raise ValueError(f"w_in has {e} input rows; D={dim}, F={num_freqs} needs {dim * (1 + 2 * num_freqs)}")
-    # DA >= 8 so the zero-interleaved identity tile is >= 16 wide; F_PAD * DA >= 16 likewise.
-    da = _next_pow2(dim, 8)
-    f_pad = _next_pow2(num_freqs, max(1, 16 // da))
-    hp, op = _next_pow2(h, 16), _next_pow2(o, 16)
-    dev, f32 = w.w_in.device, torch.float32
-    w_in = w.w_in.detach().to(f32)
-    wv = torch.zeros(hd, 2 * da, hp, device=dev, dtype=f32)
-    wv[:, 0 : 2 * dim : 2, :h] = w_in[:, :dim]  # identity column d sits at tile column 2d
-    # Reference encoding index of (f, d, sin|cos) is dim + (f * dim + d) * 2 + {0, 1}.
-    sincos = w_in[:, dim:].reshape(hd, num_freqs, dim, 2, h)
-    ws = torch.zeros(hd, f_pad, da, hp, device=dev, dtype=f32)
-    wc = torch.zeros_like(ws)
-    ws[:, :num_freqs, :dim, :h] = sincos[..., 0, :]
-    wc[:, :num_freqs, :dim, :h] = sincos[..., 1, :]
-    wh = torch.zeros(hd, max(layers, 1), hp, hp, device=dev, dtype=f32)  # >= 1 layer: no null pointer
-    wh[:, :layers, :h, :h] = w.w_hidden.detach()
-    wo = torch.zeros(hd, hp, op, device=dev, dtype=f32)
-    wo[:, :h, :o] = w.w_out.detach()
-    mat = torch.bfloat16 if precision == "bf16" else f32
-
-    def padded(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        out = torch.zeros(shape, device=dev, dtype=f32)
-        out[tuple(slice(0, s) for s in t.shape)] = t.detach()
-        return out
-
-    freq = torch.zeros(f_pad, device=dev, dtype=f32)
-    freq[:num_freqs] = (2.0 ** torch.arange(num_freqs, dtype=f32, device=dev)) * math.pi
-    return _Packed(
-        wv.to(mat), ws.reshape(hd, f_pad * da, hp).to(mat), wc.reshape(hd, f_pad * da, hp).to(mat),
-        padded(w.b_in, (hd, hp)), wh.to(mat).contiguous(), padded(w.b_hidden, (hd, max(layers, 1), hp)),
-        padded(w.res_scale, (hd, max(layers, 1))), wo.to(mat), padded(w.b_out, (hd, op)), freq,
-        da, f_pad, hp, op,
-    )
-
-
-# Packed weights, kept beside ``w_in`` (kernels.memo: locked, since generations run on worker
-# threads, and dropped when ``w_in`` dies). A band-limited checkpoint scales ``w_in`` per width
-# (service.hypernet.model keeps the last KEPT_WIDTHS), so each served width has its own source and
-# its pack lives exactly as long as that width's input weights; other checkpoints share one
-# ``w_in``, with a pack per (precision, encoding). The rest of the weights are part of the key
-# (identity, version, storage) and are held by the entry, so their ids cannot be reused meanwhile.
-PACKS_PER_SOURCE = 4
-_PACKS: TensorMemo[tuple[tuple[torch.Tensor, ...], _Packed]] = TensorMemo(per_source=PACKS_PER_SOURCE)
-
-
-def _packed(w: INRWeights, dim: int, num_freqs: int, precision: str) -> _Packed:
-    """``w`` packed, without its row bias (a per-table input, padded per launch)."""
-    w = w._replace(row_bias=None)
-    rest = tuple(t for t in w[1:] if t is not None)
-    key = (tuple((id(t), t._version, t.data_ptr()) for t in rest), dim, num_freqs, precision)
-    held, packed = _PACKS.get(w.w_in, key, lambda: (rest, _pack(w, dim, num_freqs, precision)))
-    assert all(a is b for a, b in zip(held, rest, strict=True)), "a pack keyed on other weights"
-    return packed
-
-
 def _interpreting() -> bool:
     return not isinstance(_fused_inr_kernel, triton.runtime.JITFunction)
 
@@ -321,7 +237,7 @@ def _launch_candidates(hp: int, max_rows: int) -> list[_Launch]:
     if _interpreting():
         # The interpreter's cost is per program and per op, not per element: one big tile per
         # head (up to 1024 rows) keeps the CPU tests fast.
-        return [_Launch(min(1024, _next_pow2(max_rows, 16)), 4, 1)]
+        return [_Launch(min(1024, next_pow2(max_rows, 16)), 4, 1)]
     # Shapes checked by compiling for sm_90 (python -m kernels.bench --compile-report 64,128,256):
     # the weights do not depend on the sample, so the compiler keeps a head's weights in shared
     # memory across the K loop and a second pipeline stage buys nothing but spills.
@@ -383,7 +299,7 @@ def fused_inr_mean(
     out = torch.empty(n_rows, out_dim, device=coords.device, dtype=torch.float32)
     if n_rows == 0:
         return out
-    p = _packed(weights, dim, num_freqs, precision)
+    p = packed(weights, dim, num_freqs, precision)
     layers = weights.w_hidden.shape[1]
     # samples == 1 is its own specialisation (Triton folds the K loop away, and with it the weights
     # held across samples), so a shape that fits at K = 1 says nothing about K > 1 and vice versa.
@@ -439,7 +355,7 @@ def path_taken(hidden: int, precision: str, device: torch.device | str) -> str:
     """How earlier calls in this process evaluated this hidden size and precision (for reports)."""
     if hidden > MAX_FUSED_HIDDEN:
         return "per-layer (H > fused limit)"
-    hp = _next_pow2(hidden, 16)
+    hp = next_pow2(hidden, 16)
     seen = [launch for spec, launch in _LAUNCH_OK.items()
             if spec[2] == hp and spec[6] == precision and spec[7] == str(torch.device(device))]
     if not seen:

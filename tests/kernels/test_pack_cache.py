@@ -1,4 +1,4 @@
-"""The fused kernel's packed-weight cache (kernels.fused_inr._PACKS on kernels.memo.TensorMemo).
+"""The fused kernel's packed-weight cache (kernels.fused_pack.PACKS on kernels.memo.TensorMemo).
 
 Generations run on worker threads, and a band-limited checkpoint hands the kernel a different
 ``w_in`` per width (more widths than the old 8-entry global cache held), so packs are fetched,
@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from kernels import fused_pack
 from kernels.reference import inr_mean_reference
 from tests.kernels.test_fused_inr import _interpreter_while_testing, fused_inr, random_table, random_weights
 
@@ -39,7 +40,7 @@ def test_concurrent_generations_of_more_than_8_widths_get_their_own_packs():
         got = list(pool.map(generate, range(3 * WIDTHS)))  # every width three times, interleaved
     for i, out in enumerate(got):
         assert (out - want[i % WIDTHS]).abs().max().item() <= 1e-5, f"width #{i % WIDTHS} got another width's pack"
-    assert all(fused_inr._PACKS.holds(id(w.w_in)) for w in weights)  # none evicted by the others
+    assert all(fused_pack.PACKS.holds(id(w.w_in)) for w in weights)  # none evicted by the others
 
 
 def test_a_pack_dies_with_its_input_weights_and_follows_in_place_updates():
@@ -53,7 +54,7 @@ def test_a_pack_dies_with_its_input_weights_and_follows_in_place_updates():
     assert (got - want).abs().max().item() <= 1e-5
 
     source_id = id(weights.w_in)
-    assert fused_inr._PACKS.holds(source_id)
+    assert fused_pack.PACKS.holds(source_id)
     del weights
     gc.collect()
-    assert not fused_inr._PACKS.holds(source_id)  # no pack outlives the width it was made for
+    assert not fused_pack.PACKS.holds(source_id)  # no pack outlives the width it was made for
