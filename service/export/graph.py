@@ -29,6 +29,7 @@ UINT8_LEVELS = 255
 # Activation scales keep this many significant bits (rounded up), so float noise in the calibration
 # pass (a different thread split, say) moves a range without moving the bytes, except at a boundary.
 SCALE_BITS = 10
+CLIP_RATIOS = np.linspace(0.5, 1.0, 51)  # candidate weight clipping, as a share of a channel's |max|
 
 Range = tuple[float, float]  # (min, max) of an activation over the calibration images
 
@@ -41,10 +42,19 @@ def finite_array(name: str, tensor: torch.Tensor) -> np.ndarray:
 
 
 def quantize_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel (axis 0): w ~= q * scale, q in [-127, 127]."""
-    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    # An all-zero channel still needs a positive scale; its q is 0 whatever the scale.
-    scale = (np.maximum(absmax, 1e-12) / 127.0).astype(np.float32)  # (Cout,)
+    """Symmetric int8 per output channel (axis 0): w ~= q * scale, q in [-127, 127].
+
+    Each channel's scale clips at the ratio of its |max| (0.50..1.00 in steps of 0.01) that minimises
+    the squared rounding error: a few outliers no longer coarsen the grid for the rest. Measured on
+    the shipped resnet20 (docs/BENCHMARKS.md), this raised int8's top-1 agreement with float32 at 4
+    of 5 widths tried and cut the worst accuracy drop from 0.36 to 0.24 pt, for ~50 ms at width 64.
+    """
+    flat = w.reshape(w.shape[0], -1)  # (Cout, Cin * k * k)
+    absmax = np.maximum(np.abs(flat).max(axis=1), 1e-12)  # an all-zero channel still needs a scale > 0
+    scales = (absmax[None, :] * CLIP_RATIOS[:, None] / 127.0).astype(np.float32)  # (R, Cout)
+    q = np.clip(np.rint(flat[None] / scales[..., None]), -127, 127)  # (R, Cout, K)
+    error = ((q * scales[..., None] - flat[None]) ** 2).sum(axis=2)  # (R, Cout)
+    scale = scales[error.argmin(axis=0), np.arange(flat.shape[0])]  # (Cout,): first minimum, deterministic
     q = np.clip(np.rint(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
     return q, scale
 
