@@ -246,6 +246,10 @@ class Trainer:
         average_gradients(self.params, self.world)
         info["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip, foreach=True)
         self.opt.step()
+        # The fused kernel writes the parameters without bumping their version counters, and values
+        # derived from a parameter (the band-limited w_in, kernels.memo) are keyed by that counter:
+        # without this, validation and generation would read the weights of an earlier step.
+        torch.autograd.graph.increment_version(self.params)
         with torch.no_grad():
             decay = ema_decay_at(self.cfg.ema_decay, self.step)
             ema = [*self.ema.parameters(), *self.ema_fixed.values()]
