@@ -79,7 +79,7 @@ def test_schemathesis_with_every_check_passes_and_exercises_model(live_service, 
         [binary, "--config-file", str(SCHEMATHESIS_CONFIG), "run", f"{live_service}/openapi.json",
          "--checks", "all", "--max-examples", str(EXAMPLES), "--seed", "41", "--workers", "1",
          "--report", "har", "--report-har-path", str(har), "--no-color"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its example database stays out of the tree
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     entries = json.loads(har.read_text())["log"]["entries"]
     cases = collections.Counter((e["request"]["method"], e["request"]["url"].split("?")[0].rsplit("/", 1)[-1]
