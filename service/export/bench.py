@@ -46,7 +46,7 @@ def cpu_description() -> str:
     return f"{name} ({', '.join(f for f in INT8_FLAGS if f in flags) or 'no AVX2'})"
 
 
-def _median_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray, runs: int) -> dict[str, float]:
+def median_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray, runs: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for sess in sessions.values():
         sess.run(None, {"input": x})  # warm-up
@@ -72,7 +72,7 @@ def bench_width(ckpt: Checkpoint, width: int, args: argparse.Namespace, test: tu
         sessions["int8-weights, folded"] = session(blobs["int8-weights"], fold_qdq=True)
     m = ckpt.manifest
     x = np.random.default_rng(0).standard_normal((64, m.in_channels, *m.input_size), dtype=np.float32)
-    ms1, ms64 = _median_ms(sessions, x[:1], args.runs), _median_ms(sessions, x, args.runs)
+    ms1, ms64 = median_ms(sessions, x[:1], args.runs), median_ms(sessions, x, args.runs)
     preds = {name: predictions(sess, test[0]) for name, sess in sessions.items()} if test else {}
     rows = []
     for name in sessions:

@@ -1,5 +1,7 @@
 """The export benchmark runs end to end and prints one table row per dtype, with accuracy columns."""
 
+import pytest
+
 from service.export import DTYPES
 from service.export.bench import cpu_description, main
 
@@ -17,3 +19,17 @@ def test_bench_prints_a_row_per_dtype(capsys, tiny_ckpt_path):
     assert float32[6] == "1.00" and float32[8] == "100.00"  # float32 against itself
     for row in rows:
         assert 0 <= float(row[7]) <= 100 and 0 <= float(row[8]) <= 100
+
+
+@pytest.mark.slow
+def test_calibration_bench_compares_both_methods_on_the_shipped_checkpoint(capsys):
+    from service.export.bench_calibration import main as compare
+
+    compare(["--width", "8", "--runs", "1", "--repeats", "1"])
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")]
+    assert [row[0] for row in rows] == ["float32", "onnxruntime quantize_static", "generation-pass ranges (served)"]
+    sizes = [int(row[2].replace(",", "")) for row in rows]
+    assert sizes[1] < sizes[0] and sizes[2] < sizes[0]
+    accuracy = [float(row[5]) for row in rows]
+    assert all(abs(a - accuracy[0]) < 1.0 for a in accuracy)  # both are working int8 models
