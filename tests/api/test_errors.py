@@ -105,17 +105,18 @@ def test_a_generation_that_outlives_its_request_is_kept_for_the_retry(make_live_
 
 
 def test_retry_after_of_a_running_generation_is_its_expected_remaining_time(make_live_service, monkeypatch):
-    service = make_live_service(generation_timeout_s=0.5)
+    service = make_live_service(generation_timeout_s=0.5, retry_after_s=30)
     slow_render(monkeypatch, 2.0)
     params = {"arch": "resnet20", "width": 13}
-    assert httpx.get(f"{service}{MODEL}", params=params, timeout=30).status_code == 503  # nothing measured yet
+    first = httpx.get(f"{service}{MODEL}", params=params, timeout=30)
+    assert first.status_code == 503 and first.headers["retry-after"] == "30"  # nothing measured yet
     wait_until(lambda: service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 1,
                "the first generation finishes")  # now the pool knows a generation takes ~2 s
     started = time.monotonic()
     r = httpx.get(f"{service}{MODEL}", params={**params, "width": 14}, timeout=30)
     assert_error(r, 503, "busy")
-    # ~2 s of generation, 0.5 s of it waited: Retry-After names the rest (ceil), not a constant.
-    assert 1 <= int(r.headers["retry-after"]) <= 2
+    # ~2 s of generation (plus the real work), 0.5 s of it waited: Retry-After names the rest, not 30.
+    assert 1 <= int(r.headers["retry-after"]) <= 4
     time.sleep(max(0.0, started + int(r.headers["retry-after"]) + 0.5 - time.monotonic()))
     wait_until(lambda: service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 2,
                "the second generation finishes")

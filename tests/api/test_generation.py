@@ -59,19 +59,19 @@ async def test_a_running_job_outlives_its_cancelled_caller_and_a_queued_one_is_d
 
 
 async def test_admission_refuses_at_once_when_the_expected_wait_passes_the_timeout():
-    pool = GenerationPool(1, 8, 1.5, 9, Metrics())
-    await pool.run(lambda: time.sleep(1.0))  # measured: a generation takes ~1 s
+    pool = GenerationPool(1, 8, 3.0, 9, Metrics())
+    await pool.run(lambda: time.sleep(2.0))  # measured: a generation takes ~2 s
     gate = threading.Event()
     running = asyncio.ensure_future(pool.run(gate.wait, "running"))
     await async_wait_until(lambda: pool.slot_wait_s() > 0, "the running job holds the thread")
-    queued = asyncio.ensure_future(pool.run(lambda: "queued", "queued"))  # starts in ~1 s: within 1.5 s
+    queued = asyncio.ensure_future(pool.run(lambda: "queued", "queued"))  # starts in ~2 s: within 3 s
     await async_wait_until(lambda: pool.admitted == 2, "the second job is queued")
-    assert 1 <= pool.retry_after_s("queued") <= 2  # a thread in ~1 s, then ~1 s of work
+    assert 3 <= pool.retry_after_s("queued") <= 5  # a thread in ~2 s, then ~2 s of work
     started = time.monotonic()
     with pytest.raises(Busy, match="expected in") as refused:
-        await pool.run(lambda: "third")  # would start in ~2 s: past the timeout
+        await pool.run(lambda: "third")  # would start in ~4 s: past the timeout
     assert time.monotonic() - started < 0.5  # at once, not after the timeout
-    assert refused.value.retry_after == 2 and pool.admitted == 2  # honest, not the configured 9; not queued
+    assert 3 <= refused.value.retry_after <= 5 and pool.admitted == 2  # honest, not the configured 9; not queued
     gate.set()
     assert await asyncio.gather(running, queued) == [True, "queued"]
     pool.shutdown()
