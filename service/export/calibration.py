@@ -13,7 +13,7 @@ an ``invalid_parameter``); ``int8-weights`` needs no calibration.
 
 The ranges come from the generation pass itself: the folded network runs in PyTorch over the
 calibration images and records (min, max) of every activation ``activation_names`` lists. That is
-about 5x faster than onnxruntime's ``quantize_static`` on the exported float32 model, which
+about 3.5x faster than onnxruntime's ``quantize_static`` on the exported float32 model, which
 rebuilds and re-runs the graph (docs/BENCHMARKS.md).
 """
 
