@@ -17,7 +17,7 @@ from service.archs import FULL_WIDTH, Scope, inner_widths
 from service.errors import InvalidParameter
 
 # Modules adding subcommands under ``train`` via ``register(train_subparsers)``, in help order.
-TRAIN_COMMAND_MODULES: list[str] = ["service.training.hypernet_commands"]
+TRAIN_COMMAND_MODULES: list[str] = ["service.training.hypernet_commands", "service.training.selfcheck"]
 
 
 def cmd_train_base(args: argparse.Namespace) -> int:
