@@ -71,3 +71,11 @@ def test_sessions_fold_the_dequantization_of_weight_only_models_only(tmp_path, t
     # Folding computes the same dequantized weights once instead of per call: the same logits.
     np.testing.assert_allclose(session.run(None, {"input": x})[0], default.run(None, {"input": x})[0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_the_client_knows_every_dtype_the_service_serves():
+    from neumeta_client.constants import DTYPES
+
+    from service.export import DTYPES as SERVICE_DTYPES
+
+    assert DTYPES == SERVICE_DTYPES
