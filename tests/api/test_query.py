@@ -95,3 +95,10 @@ def test_width_errors_are_typed():
 
 def test_no_selector_leaves_the_width_to_the_arch():
     assert parse_model_query(QueryParams("arch=resnet20")) == ModelQuery(arch="resnet20")
+
+
+def test_every_dtype_parses_and_an_unknown_one_lists_them(live_service):
+    assert parse_model_query(QueryParams("arch=resnet20&dtype=int8-weights")).dtype == "int8-weights"
+    r = httpx.get(f"{live_service}/model", params={"arch": "resnet20", "width": 8, "dtype": "int4"})
+    assert r.status_code == 422 and r.headers["x-error-code"] == "invalid_parameter"
+    assert "float32, float16, int8, int8-weights" in r.json()["message"]
