@@ -40,3 +40,16 @@ def test_foreign_model_dtype_is_inferred():
 def test_not_onnx(data):
     with pytest.raises(InvalidParameter, match="m.onnx is not"):
         describe_onnx(data, where="m.onnx")
+
+
+@pytest.mark.parametrize("kinds,expected", [
+    ([TensorProto.INT8, TensorProto.FLOAT], "int8-weights"),  # int8 weights only
+    ([TensorProto.INT8, TensorProto.UINT8, TensorProto.FLOAT], "int8"),  # plus activation zero points
+])
+def test_foreign_quantized_models_are_told_apart(kinds, expected):
+    inits = [helper.make_tensor(f"t{i}", kind, [1], [1]) for i, kind in enumerate(kinds)]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["t0"], ["y"])], "g", [],
+        [helper.make_tensor_value_info("y", kinds[0], [1])], initializer=inits,
+    )
+    assert describe_onnx(helper.make_model(graph).SerializeToString())["dtype"] == expected
