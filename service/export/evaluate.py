@@ -28,7 +28,8 @@ def session(model: bytes | str | Path, threads: int = 1, fold_qdq: bool = False)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def load_test_split(manifest: Manifest, data: Path | None = None, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_test_split(manifest: Manifest, data: Path | None = None,
+                    limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x float32 (N, C, H, W) preprocessed as the model expects, labels int64 (N,)) of the dataset's
     test split; ``limit`` keeps the first N images (``test[:5000]`` in a manifest's ``measured_on``)."""
     from service.training.data import load_dataset  # needs the dataset on disk, as evaluation always does
