@@ -307,12 +307,16 @@ class Trainer:
         self._log({"step": self.step, "val": accs, "score": score, "wall_s": round(self.wall, 1), **(train or {})})
         if self.rank == 0 and score > self.best["score"]:
             self.best = {"score": score, "step": self.step, "val": {str(k): v for k, v in accs.items()}}
+            # Written beside and renamed into place: a copy of the run taken at any moment (the GPU
+            # session packs it every 30 s) holds whole files, never a half-written one.
+            files = {"best_ema.safetensors": ({k: v.cpu().contiguous() for k, v in self.ema.state_dict().items()},
+                                              {"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})}
             if self.ema_fixed:
-                save_file({k: v.cpu().contiguous() for k, v in self.ema_fixed.items()},
-                          str(self.out / "best_fixed.safetensors"))
-            save_file({k: v.cpu().contiguous() for k, v in self.ema.state_dict().items()},
-                      str(self.out / "best_ema.safetensors"),
-                      metadata={"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})
+                files["best_fixed.safetensors"] = ({k: v.cpu().contiguous() for k, v in self.ema_fixed.items()}, None)
+            for name, (tensors, metadata) in files.items():
+                save_file(tensors, str(self.out / f"{name}.incomplete"), metadata=metadata)
+            for name in files:
+                (self.out / f"{name}.incomplete").replace(self.out / name)
 
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
