@@ -5,11 +5,12 @@ The reference evaluates head h with ``addmm`` on ``w_in[h]``, ``w_hidden[h, l]``
 a stacked parameter is a ``select`` whose backward writes a full-size zero tensor, about 7,800
 dispatched ops per training step in all. Here, per width (``WidthPlan``, cached):
 
-- heads are sorted by row count into buckets whose smallest head has at least half the rows of
-  the largest (``_buckets``): 5 buckets at width 64 for a head per generated tensor, not 36 heads;
-  each bucket runs as one ``baddbmm`` per layer over (G, R_max, .), its shorter heads padded by
-  repeating their last row (padding costs ~10% more rows at width 64; its outputs are dropped, so
-  it gets no gradient);
+- heads are sorted by row count into buckets (``_buckets``), and each bucket runs as one
+  ``baddbmm`` per layer over (G, R_max, .). On CUDA a bucket takes heads down to half its largest,
+  shorter heads padded by repeating their last row (5 buckets at width 64 for a head per generated
+  tensor, not 36 heads; ~10% more rows, whose outputs are dropped and so get no gradient). On a CPU,
+  where a wide step is bound by arithmetic rather than launches, buckets hold equal-sized heads only
+  (8 at width 64), so no row is computed twice;
 - the table's rows go into that padded layout with one gather and come back with another, and
   each stacked parameter is permuted into bucket order with one index and split once (backward:
   one scatter and one ``cat`` per parameter);
@@ -33,6 +34,9 @@ from kernels.reference import counter_hashes, encode, sample_key, uniform_noise
 from service.hypernet import HyperNet, coord_table
 from service.hypernet.coords import CoordTable
 from service.hypernet.model import band_limit_gains
+
+
+PADDING = {True: 2.0, False: 1.0}  # max_padding of a bucket, by "on CUDA"
 
 
 @dataclass(frozen=True)
@@ -59,18 +63,19 @@ class WidthPlan:
     row_slot: torch.Tensor  # (N,) int64 index of each row's tensor
 
 
-def _buckets(offsets: list[int]) -> tuple[tuple[Bucket, ...], list[int], list[int], list[int]]:
+def _buckets(offsets: list[int], max_padding: float = 2.0) -> tuple[tuple[Bucket, ...], list[int], list[int], list[int]]:
     """(buckets, head order, gather, scatter) for heads whose rows are ``offsets[h]:offsets[h + 1]``.
 
-    Heads go largest first; a bucket takes heads down to half its largest, so padding at most
-    doubles any head and in practice adds ~10% (a role's blocks of one stage share a shape)."""
+    Heads go largest first; a bucket takes heads down to 1/``max_padding`` of its largest, so padding
+    at most doubles any head at 2.0 (and in practice adds ~10%: a role's blocks of one stage share a
+    shape); 1.0 makes buckets of equal-sized heads only, with no padding."""
     rows = [hi - lo for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
     order = sorted((h for h in range(len(rows)) if rows[h]), key=lambda h: (-rows[h], h))
     buckets: list[Bucket] = []
     gather: list[int] = []
     scatter = [0] * offsets[-1]
     for h in order:
-        if not buckets or 2 * rows[h] < buckets[-1].rows:
+        if not buckets or max_padding * rows[h] < buckets[-1].rows:
             buckets.append(Bucket(0, rows[h]))
         width = buckets[-1].rows
         buckets[-1] = Bucket(buckets[-1].heads + 1, width)
@@ -84,10 +89,14 @@ def _buckets(offsets: list[int]) -> tuple[tuple[Bucket, ...], list[int], list[in
 class BatchedINR:
     """A HyperNet's training forward at any width of ``scope``; per-width constants kept here."""
 
-    def __init__(self, hn: HyperNet, scope: str, in_channels: int, num_classes: int):
+    def __init__(self, hn: HyperNet, scope: str, in_channels: int, num_classes: int,
+                 max_padding: float | None = None):
         if hn.config.channel_embeddings:
             raise ValueError("the batched INR path has no channel embeddings: use the reference path")
         self.hn, self.scope, self.in_channels, self.num_classes = hn, scope, in_channels, num_classes
+        # A GPU step is launch-bound: fewer, padded launches win. A CPU step is compute-bound at wide
+        # widths: padding's extra rows cost more than the launches they save (docs/BENCHMARKS.md).
+        self.max_padding = max_padding or PADDING[hn.w_in.device.type == "cuda"]
         self._plans: dict[int, WidthPlan] = {}
 
     def plan(self, width: int) -> WidthPlan:
@@ -107,7 +116,7 @@ class BatchedINR:
             used = s.shape[2] * s.shape[3] if len(s.shape) == 4 else 1
             row_mask[s.start : s.stop, :used] = 1.0
         row_slot = torch.repeat_interleave(torch.arange(len(slot_rows)), torch.tensor(slot_rows))
-        buckets, order, gather, scatter = _buckets(self.hn.head_offsets(table))
+        buckets, order, gather, scatter = _buckets(self.hn.head_offsets(table), self.max_padding)
         order_t, gather_t, scatter_t = (torch.tensor(v, dtype=torch.int64, device=device)
                                         for v in (order, gather, scatter))
         return WidthPlan(table, buckets, order_t, gather_t, scatter_t, gains, hashed, slot_rows,

@@ -37,20 +37,21 @@ def reference(hn: HyperNet, width: int, seed: int | None):
     return out, gen, torch.stack([g.norm() for g in gen.values()]).sum()
 
 
-def batched(hn: HyperNet, width: int, seed: int | None):
-    fast = BatchedINR(hn, "all", 1, 10)
+def batched(hn: HyperNet, width: int, seed: int | None, max_padding: float | None = None):
+    fast = BatchedINR(hn, "all", 1, 10, max_padding=max_padding)
     plan = fast.plan(width)
     out = fast.forward(plan, seed)
     return out, fast.tensors(plan, out), fast.norm_sum(plan, out)
 
 
+@pytest.mark.parametrize("padding", [1.0, 2.0], ids=["exact buckets", "padded buckets"])
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("width", [1, 8, 13, 37, 64])
-def test_outputs_tensors_and_norm_equal_the_reference(shape, width):
+def test_outputs_tensors_and_norm_equal_the_reference(shape, width, padding):
     hn = inr(shape)
     for seed in (None, 7):
         out_ref, gen_ref, norm_ref = reference(hn, width, seed)
-        out, gen, norm = batched(hn, width, seed)
+        out, gen, norm = batched(hn, width, seed, padding)
         torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
         assert gen.keys() == gen_ref.keys()
         for name, t in gen.items():
@@ -59,9 +60,10 @@ def test_outputs_tensors_and_norm_equal_the_reference(shape, width):
         torch.testing.assert_close(norm, norm_ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("padding", [1.0, 2.0], ids=["exact buckets", "padded buckets"])
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("width", [8, 21, 64])
-def test_gradients_equal_the_reference(shape, width):
+def test_gradients_equal_the_reference(shape, width, padding):
     """Gradients of a loss touching every generated tensor and the norm term, per parameter."""
     hn = inr(shape, seed=1)
     probe = {k: torch.randn(t.shape, generator=torch.Generator().manual_seed(i))
@@ -73,7 +75,7 @@ def test_gradients_equal_the_reference(shape, width):
         (sum((gen[k] * p).sum() for k, p in probe.items()) + 0.1 * norm).backward()
         return {n: p.grad.clone() for n, p in hn.named_parameters()}
 
-    want, got = grads(reference), grads(batched)
+    want, got = grads(reference), grads(lambda *a: batched(*a, max_padding=padding))
     for name, g in want.items():
         torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -100,10 +102,16 @@ def test_heads_bucket_by_size_with_short_heads_padded_and_empty_heads_left_out()
     assert gather[8:16] == [0, 1, 2, 3, 3, 3, 3, 3] and gather[-3:] == [19, 20, 20]
     assert [scatter[r] for r in (0, 3, 11, 19, 20)] == [8, 11, 0, 27, 28]
     assert len(scatter) == 21 and len(set(scatter)) == 21  # every table row has its own padded row
-    # The shipped shape at full width: 36 heads in 5 buckets, padding ~10% more rows.
+    # Equal sizes only (a CPU's default): no padding.
+    exact, _, gather_exact, _ = _buckets(offsets, max_padding=1.0)
+    assert [b.rows for b in exact] == [8, 4, 3, 2] and len(gather_exact) == 21
+    # The shipped shape at full width: 36 heads in 5 padded buckets (~10% more rows; CUDA's default),
+    # or 8 exact ones (a CPU's).
     hn = inr(SHAPES["per-tensor, clean (the shipped shape)"])
-    plan = BatchedINR(hn, "all", 1, 10).plan(64)
-    assert len(plan.buckets) == 5 and plan.table.rows < len(plan.gather) < 1.15 * plan.table.rows
+    padded = BatchedINR(hn, "all", 1, 10, max_padding=2.0).plan(64)
+    assert len(padded.buckets) == 5 and padded.table.rows < len(padded.gather) < 1.15 * padded.table.rows
+    on_cpu = BatchedINR(hn, "all", 1, 10).plan(64)
+    assert len(on_cpu.buckets) == 8 and len(on_cpu.gather) == on_cpu.table.rows
 
 
 def test_channel_embeddings_are_refused():
