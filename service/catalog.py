@@ -9,8 +9,13 @@ from typing import Any
 from service.archs import param_count
 from service.errors import CheckpointError, UnknownArch
 from service.export import predict_size
+from service.families import describe_families
 from service.export.calibration import servable_dtypes
 from service.hypernet.checkpoint import Checkpoint, load_checkpoint
+
+
+# GET /archs is keyed by catalog id plus this one section (service/families.py): no checkpoint may take it.
+FAMILIES_KEY = "families"
 
 
 class Catalog:
@@ -18,9 +23,12 @@ class Catalog:
 
     def __init__(self, checkpoints: Iterable[Checkpoint]):
         self._by_id: dict[str, Checkpoint] = {}
+        self._entries: dict[str, dict[str, Any]] | None = None
         self._description: dict[str, Any] | None = None
         for ckpt in checkpoints:
             arch = ckpt.manifest.arch
+            if arch == FAMILIES_KEY:
+                raise CheckpointError(f"catalog id {arch!r} is reserved for the families section of GET /archs")
             if arch in self._by_id:
                 raise CheckpointError(f"two checkpoints claim catalog id {arch!r}")
             self._by_id[arch] = ckpt
@@ -42,11 +50,19 @@ class Catalog:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def describe(self) -> dict[str, Any]:
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Per catalog id, its entry in GET /archs (the measured tables family requests choose from)."""
         # A parameter count and three ONNX sizes per allowed width cost about 0.6 s per checkpoint:
         # too much to redo on every GET /archs (whose handler runs in the threadpool, off the loop).
+        if self._entries is None:
+            self._entries = {arch: describe(self._by_id[arch]) for arch in self.ids()}
+        return self._entries
+
+    def describe(self) -> dict[str, Any]:
+        """GET /archs: every entry by catalog id, and the ``families`` section (frontiers per dtype)."""
         if self._description is None:
-            self._description = {arch: describe(self._by_id[arch]) for arch in self.ids()}
+            entries = self.entries()
+            self._description = {**entries, FAMILIES_KEY: describe_families(entries)}
         return self._description
 
 

@@ -28,6 +28,13 @@ class InvalidParameter(NeuMetaError, ValueError):
     code, status = "invalid_parameter", 422
 
 
+class NoModelFits(NeuMetaError, ValueError):
+    """A family request (``family=``) that no measured model of the family meets; the message names
+    the closest one."""
+
+    code, status = "no_model_fits", 422
+
+
 class Unauthorized(NeuMetaError):
     code, status = "unauthorized", 401
 

@@ -112,10 +112,11 @@ def test_archs_prints_the_catalog(capsys, tiny_ckpt_path, tmp_path):
     other = tiny_checkpoint(tmp_path / "last.safetensors", arch="resnet20-last", scope="last")
     rc, stdout, _ = run(capsys, "archs", "--checkpoint", tiny_ckpt_path, "--checkpoint", other)
     catalog = json.loads(stdout)
-    assert rc == 0 and sorted(catalog) == ["resnet20", "resnet20-last"]
+    assert rc == 0 and sorted(catalog) == ["families", "resnet20", "resnet20-last"]  # what GET /archs answers
     assert catalog["resnet20-last"]["scope"] == "last" and catalog["resnet20"]["widths"]["min"] == 1
+    assert catalog["families"]["resnet20"]["archs"] == ["resnet20", "resnet20-last"]
     rc, stdout, _ = run(capsys, "archs")  # nothing shipped: an empty catalog, not an error
-    assert (rc, json.loads(stdout)) == (0, {})
+    assert (rc, json.loads(stdout)) == (0, {"families": {}})
 
 
 @pytest.mark.parametrize("args,code,exit_code,fragment", [

@@ -1,4 +1,5 @@
-"""Which network a ``/model`` query asks for: the width (given, or the largest fitting a budget) and K."""
+"""Which network a ``/model`` query asks for: the width of an arch (given, or the largest fitting a
+budget), or for a family request the (arch, width) its measured tables choose."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Callable
 
 from service.api.query import ModelQuery
 from service.archs import param_count
+from service.catalog import Catalog
 from service.errors import WidthOutOfRange
+from service.families import candidates, choose
 from service.export import predict_size
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_request
@@ -51,3 +54,13 @@ def resolve_width(ckpt: Checkpoint, query: ModelQuery, samples: int) -> int:
         width = fits
     check_request(ckpt, width, samples)  # WidthOutOfRange with the allowed range in the message
     return width
+
+
+def choose_in_family(catalog: Catalog, query: ModelQuery) -> tuple[Checkpoint, int]:
+    """The checkpoint and width of a ``family=`` request; the first call sizes every width's ONNX
+    file (``Catalog.entries``, about a second), so call it off the event loop."""
+    assert query.family is not None
+    found = candidates(catalog.entries(), query.family, query.dtype)
+    chosen = choose(found, query.family, query.dtype, max_bytes=query.max_bytes, max_params=query.max_params,
+                    min_accuracy=query.min_accuracy)
+    return catalog.get(chosen.arch), chosen.width

@@ -88,6 +88,18 @@ async def recipe_for(service: Service, digest: str) -> tuple[str, Recipe] | None
     return found
 
 
+def measured_accuracy(ckpt: Checkpoint, width: int) -> str | None:
+    """``X-Model-Accuracy``: the manifest's measured test accuracy at ``width`` (percent) and the
+    split it was measured on, e.g. ``92.44; split=test[:5000]; measured_as=float32``. The manifest
+    measures the float32 network, whatever dtype is served; None for a width it did not measure."""
+    evaluation = ckpt.manifest.evaluation or {}
+    row = (evaluation.get("per_width") or {}).get(str(width))
+    if not isinstance(row, dict) or row.get("accuracy") is None:
+        return None
+    split = row.get("measured_on") or evaluation.get("split", "unknown")
+    return f"{float(row['accuracy']):g}; split={split}; measured_as=float32"
+
+
 def model_headers(
     ckpt: Checkpoint, recipe: Recipe, digest: str, cache_status: str, *, immutable: bool
 ) -> dict[str, str]:
@@ -100,6 +112,9 @@ def model_headers(
         "X-Cache": cache_status, "Accept-Ranges": "bytes",
         "Content-Disposition": f'attachment; filename="{m.arch}-w{recipe.width}-{recipe.dtype}.onnx"',
     }
+    accuracy = measured_accuracy(ckpt, recipe.width)
+    if accuracy is not None:
+        headers["X-Model-Accuracy"] = accuracy
     if immutable:
         headers["Cache-Control"] = IMMUTABLE
     else:

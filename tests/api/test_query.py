@@ -48,6 +48,24 @@ HOSTILE = [
     ("arch=..%2F..%2Fetc&width=8", BAD),
     ("arch=resnet20&width=8&widht=9", BAD),
     ("arch=resnet20&width=8&%00=1", BAD),
+    # family requests (tests/api/test_family.py checks the choices on the shipped checkpoints)
+    ("family=resnet20&max_bytes=0", BAD),
+    ("family=resnet20&max_params=-3", BAD),
+    ("family=resnet20&min_accuracy=100.01", BAD),
+    ("family=resnet20&min_accuracy=-0.5", BAD),
+    ("family=resnet20&min_accuracy=1e2", BAD),
+    ("family=resnet20&min_accuracy=%2B90", BAD),  # +90
+    ("family=resnet20&min_accuracy=90.1234567", BAD),  # more digits than any table holds
+    ("family=resnet20&min_accuracy=inf", BAD),
+    ("family=resnet20&min_accuracy=", BAD),
+    ("family=resnet20&arch=resnet20", BAD),
+    ("family=resnet20&width=8", BAD),
+    ("family=resnet20&samples=1", BAD),
+    ("family=resnet20&family=resnet20", BAD),
+    ("family=resnet20&min_accuracy=90&min_accuracy=90", BAD),
+    ("family=..%2F..%2Fetc&max_bytes=5", BAD),
+    ("arch=resnet20&min_accuracy=90", BAD),
+    ("family=resnet20&max_bytes=100000000", "no_model_fits"),  # the tiny checkpoint measured nothing
 ]
 
 
@@ -91,6 +109,13 @@ def test_width_errors_are_typed():
         parse_model_query(QueryParams("arch=resnet20&width=-1"))
     with pytest.raises(InvalidParameter, match="at most one"):
         parse_model_query(QueryParams("arch=resnet20&max_bytes=5&max_params=5"))
+
+
+def test_a_family_takes_every_budget_and_a_floor_together():
+    q = parse_model_query(QueryParams("family=resnet20&max_bytes=9&max_params=8&min_accuracy=92.5&dtype=float16"))
+    assert q == ModelQuery(family="resnet20", dtype="float16", max_bytes=9, max_params=8, min_accuracy=92.5)
+    assert parse_model_query(QueryParams("family=resnet20&min_accuracy=0")).min_accuracy == 0
+    assert parse_model_query(QueryParams("family=resnet20&min_accuracy=100")).min_accuracy == 100
 
 
 def test_no_selector_leaves_the_width_to_the_arch():
