@@ -25,13 +25,15 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _ERROR_CODES = {
     401: ["unauthorized"], 404: ["unknown_arch", "blob_not_found", "not_found"],
     412: ["precondition_failed"], 416: ["range_not_satisfiable"],
-    422: ["invalid_parameter", "width_out_of_range"], 503: ["busy"], 500: ["internal"],
+    422: ["invalid_parameter", "width_out_of_range", "no_model_fits"], 503: ["busy"], 500: ["internal"],
 }
 _HEADER_DOCS = {
     "ETag": "quoted SHA-256 of the whole body (strong)",
     "X-Model-Sha256": "SHA-256 of the whole body, 64 lowercase hex",
     "X-Model-Arch": "catalog id", "X-Model-Width": "width served", "X-Model-Params": "parameters of the network",
     "X-Model-Dtype": "weight storage type", "X-Model-Samples": "K, hypernetwork samples averaged",
+    "X-Model-Accuracy": "measured test accuracy of the served width in percent, the split and the dtype it was "
+                        "measured as, e.g. '92.44; split=test[:5000]; measured_as=float32' (absent: not measured)",
     "X-Checkpoint": "first 12 hex of the checkpoint's SHA-256",
     "X-Cache": "hit, miss or coalesced", "Cache-Control": "no-cache on /model; immutable on /blobs",
     "Content-Location": "(/model only) /blobs/sha256/<hex>: the same bytes under a URL that never changes",
@@ -76,14 +78,26 @@ def _conditional_parameters() -> list[dict[str, Any]]:
 def model_route() -> dict[str, Any]:
     """Keyword arguments of the ``/model`` route: its responses and its hand-parsed query."""
     query = [
-        {"name": "arch", "in": "query", "required": True, "description": "catalog id (GET /archs)",
+        {"name": "arch", "in": "query", "description": "catalog id (GET /archs); exactly one of arch and family",
+         "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"}},
+        {"name": "family", "in": "query",
+         "description": "choose the arch and width across a family (GET /archs, families) instead of naming an arch: "
+                        "the most accurate model within max_bytes/max_params (ties to fewer bytes), or with "
+                        "min_accuracy the smallest file meeting it; every constraint given must hold, nothing fits "
+                        "-> 422 no_model_fits. Not with arch, width or samples",
          "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"}},
         {"name": "width", "in": "query", "description": "inner width; at most one of width, max_params, max_bytes",
          "schema": _INTEGER},
-        {"name": "max_params", "in": "query", "description": "largest width with at most this many parameters",
+        {"name": "max_params", "in": "query", "description": "largest width with at most this many parameters "
+                                                             "(family: a budget, combinable with max_bytes)",
          "schema": _INTEGER},
-        {"name": "max_bytes", "in": "query", "description": "largest width whose file has at most this many bytes",
+        {"name": "max_bytes", "in": "query", "description": "largest width whose file has at most this many bytes "
+                                                            "(family: a budget in bytes of the requested dtype)",
          "schema": _INTEGER},
+        {"name": "min_accuracy", "in": "query",
+         "description": "family only: the measured test accuracy floor in percent (as in GET /archs), a plain "
+                        "decimal with at most 6 decimals",
+         "schema": {"type": "number", "minimum": 0, "maximum": 100}},
         {"name": "dtype", "in": "query", "schema": {"type": "string", "enum": list(DTYPES), "default": "float32"}},
         {"name": "samples", "in": "query", "description": "K, 1..NEUMETA_MAX_SAMPLES", "schema": _INTEGER},
     ]
@@ -116,15 +130,19 @@ def install(app: FastAPI, *, bearer: bool, gated_prefixes: list[str]) -> None:
 
 
 def _describe_catalog(doc: dict[str, Any], catalog: Any) -> None:
-    """Narrow ``arch`` to the loaded catalog ids and ``width`` to the widest allowed range."""
+    """Narrow ``arch`` to the loaded catalog ids, ``family`` to their families and ``width`` to the
+    widest allowed range."""
     ids = catalog.ids()
     if not ids:
         return
     widest = max(catalog.get(arch).manifest.widths_allowed.max for arch in ids)
+    families = sorted({catalog.get(arch).manifest.family for arch in ids})
     for operation in doc["paths"].get("/model", {}).values():
         for parameter in operation["parameters"]:
             if parameter["name"] == "arch":
                 parameter["schema"] = {"type": "string", "enum": ids}
+            elif parameter["name"] == "family":
+                parameter["schema"] = {"type": "string", "enum": families}
             elif parameter["name"] == "width":
                 parameter["schema"] = {**_INTEGER, "maximum": widest}
                 parameter["description"] += f"; each arch allows a sub-range of 1..{widest} (GET /archs)"
