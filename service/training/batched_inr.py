@@ -63,7 +63,8 @@ class WidthPlan:
     row_slot: torch.Tensor  # (N,) int64 index of each row's tensor
 
 
-def _buckets(offsets: list[int], max_padding: float = 2.0) -> tuple[tuple[Bucket, ...], list[int], list[int], list[int]]:
+def _buckets(offsets: list[int], max_padding: float = 2.0
+             ) -> tuple[tuple[Bucket, ...], list[int], list[int], list[int]]:
     """(buckets, head order, gather, scatter) for heads whose rows are ``offsets[h]:offsets[h + 1]``.
 
     Heads go largest first; a bucket takes heads down to 1/``max_padding`` of its largest, so padding

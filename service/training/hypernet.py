@@ -43,7 +43,6 @@ import math
 import os
 import random
 import time
-import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -61,8 +60,6 @@ from service.training.distributed import average_gradients, init_distributed, we
 from service.training.evaluate import accuracy
 from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
 from service.training.inr_start import continued_inr, fresh_fixed, zero_init
-from service.errors import InvalidParameter
-from service.training.recipes import changed_keys
 from service.training.objective import (
     distillation,
     full_state,
@@ -71,6 +68,7 @@ from service.training.objective import (
     weighted_mse,
 )
 from service.training.precision import autocast, hardware, prepare_input, resolve_device, resolve_precision
+from service.training.recipes import check_resumable
 
 
 def warmup_cosine(peak: float, step: int, progress: float, warmup: int = 20) -> float:
@@ -84,21 +82,6 @@ def warmup_cosine(peak: float, step: int, progress: float, warmup: int = 20) -> 
 def ema_decay_at(decay: float, step: int) -> float:
     """``decay``, shortened early so the average does not remember the random start for long."""
     return min(decay, (1 + step) / (10 + step))
-
-
-def check_resumable(out: Path, cfg: TrainConfig, force: bool) -> None:
-    """Refuse to resume ``out`` with a configuration whose math differs from the one it started with
-    (``recipes.RUNTIME_KEYS`` may change: the machine, not the run), unless ``force``."""
-    saved = out / "config.json"
-    if not (out / "last.pt").is_file() or not saved.is_file():
-        return
-    diffs = changed_keys(json.loads(saved.read_text()), cfg)
-    if diffs and not force:
-        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diffs.items())
-        raise InvalidParameter(f"{out} was started with another recipe ({listed}); resuming would not continue "
-                               f"the same run: use a new --out, or pass --force")
-    if diffs:
-        warnings.warn(f"resuming {out} with changed keys (--force): {', '.join(diffs)}", stacklevel=2)
 
 
 # --- the trainer --------------------------------------------------------------------------------

@@ -93,7 +93,8 @@ class TrainConfig:
             raise InvalidParameter(f"widths_train = [{lo}, {hi}]: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
         # (key, holds, what it must be): each message names the key, as the recipe file and --flag spell it.
         rules = (("batch", self.batch >= 1, ">= 1"), ("steps", self.steps >= 0, ">= 0"),
-                 ("warm_steps", self.warm_steps >= 0, ">= 0"), ("lr", self.lr >= 0, ">= 0"), ("lr_warmup", self.lr_warmup >= 0, ">= 0"),
+                 ("warm_steps", self.warm_steps >= 0, ">= 0"), ("lr", self.lr >= 0, ">= 0"),
+                 ("lr_warmup", self.lr_warmup >= 0, ">= 0"),
                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("lambda_rec", self.lambda_rec >= 0, ">= 0"),
                  ("lambda_norm", self.lambda_norm >= 0, ">= 0"), ("lambda_kd", self.lambda_kd >= 0, ">= 0"),
                  ("kd_temperature", self.kd_temperature > 0, "> 0"), ("clip", self.clip > 0, "> 0"),

@@ -12,8 +12,10 @@ type or an impossible value is refused with the file and the key in the message.
 
 from __future__ import annotations
 
+import json
 import tomllib
 import typing
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ def load_recipe(name: str) -> tuple[Path, dict[str, Any]]:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            hint = " (paths are given on the command line)" if key in RUN_PATHS else ""
+            hint = " (paths are given on the command line)" if key in ("base", "out") else ""
             raise InvalidParameter(f"recipe {path}: unknown key {key!r}{hint}") from None
         raise InvalidParameter(f"recipe {path}: {key} = {err.get('input')!r}: {err['msg']}") from None
     return path, raw
@@ -102,3 +104,18 @@ def changed_keys(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any
         if old != value:
             diffs[key] = (old, value)
     return diffs
+
+
+def check_resumable(out: Path, cfg: TrainConfig, force: bool) -> None:
+    """Refuse to resume ``out`` with a configuration whose math differs from the one it started with
+    (``RUNTIME_KEYS`` may change: the machine, not the run), unless ``force``."""
+    saved = out / "config.json"
+    if not (out / "last.pt").is_file() or not saved.is_file():
+        return
+    diffs = changed_keys(json.loads(saved.read_text()), cfg)
+    if diffs and not force:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diffs.items())
+        raise InvalidParameter(f"{out} was started with another recipe ({listed}); resuming would not continue "
+                               f"the same run: use a new --out, or pass --force")
+    if diffs:
+        warnings.warn(f"resuming {out} with changed keys (--force): {', '.join(diffs)}", stacklevel=2)

@@ -32,7 +32,8 @@ def test_the_resnet20_recipe_from_the_base_alone_leaves_chance_in_300_steps(tmp_
     assert service.cli.main(["train", "ship", str(run), "-o", str(out), "--samples", "1", "--threads", "2"]) == 0
     capsys.readouterr()
     ckpt = load_checkpoint(out)
-    assert ckpt.manifest.training["recipe"]["recipe"] == "resnet20" and ckpt.manifest.training["recipe"]["init_from"] is None
+    recipe = ckpt.manifest.training["recipe"]
+    assert recipe["recipe"] == "resnet20" and recipe["init_from"] is None
     splits = load_dataset("fashion-mnist")
     scores = {w: accuracy(generate(ckpt, w, backend="torch"), splits.test, splits.info) for w in (8, 64)}
     assert min(scores.values()) >= 45.0, scores
