@@ -99,8 +99,29 @@ def test_cache_keys_separate_servers_and_requests_and_are_file_safe():
 
 @pytest.mark.parametrize("kwargs", [
     {"width": 8, "max_bytes": 100}, {"width": -1}, {"width": True}, {"samples": 0}, {"dtype": "fp8"},
-    {"width": 2.5},
+    {"width": 2.5}, {"min_accuracy": 90}, {"family": "resnet20"},
 ])
 def test_bad_requests_are_refused_locally(kwargs):
     with pytest.raises(nc.InvalidParameter):
         ModelRequest("resnet20", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"width": 8}, {"samples": 2}, {"min_accuracy": 100.5}, {"min_accuracy": -1}, {"min_accuracy": True},
+    {"min_accuracy": "90"}, {"max_bytes": 0},
+])
+def test_bad_family_requests_are_refused_locally(kwargs):
+    with pytest.raises(nc.InvalidParameter):
+        ModelRequest(**{"family": "resnet20", **kwargs} if kwargs else {})
+
+
+def test_family_requests_send_every_constraint_and_key_apart():
+    a = httpx.URL("http://edge-1:8000")
+    request = ModelRequest(family="resnet20", max_bytes=600_000, max_params=90_000, min_accuracy=92.4)
+    assert request.params() == {"family": "resnet20", "dtype": "float32", "max_bytes": "600000",
+                                "max_params": "90000", "min_accuracy": "92.4"}
+    assert ModelRequest(family="resnet20", min_accuracy=1e-7).params()["min_accuracy"] == "0"  # no exponent
+    keys = {request.cache_key(a), ModelRequest(family="resnet20", max_bytes=600_000).cache_key(a),
+            ModelRequest(family="resnet20", min_accuracy=92.4).cache_key(a),
+            ModelRequest("resnet20", max_bytes=600_000).cache_key(a)}
+    assert len(keys) == 4 and all("/" not in k for k in keys)

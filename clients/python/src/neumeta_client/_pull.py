@@ -198,7 +198,8 @@ def _attempt(ctx: Context, request: ModelRequest, key: str, progress: Progress |
         sink.close()
     h = sink.headers
     cache.write_ref(key, Ref(sha256=h.sha256, etag=h.etag, size=path.stat().st_size, arch=h.arch, width=h.width,
-                             dtype=h.dtype, params=h.params, checkpoint=h.checkpoint, url=str(http_request.url)))
+                             dtype=h.dtype, params=h.params, checkpoint=h.checkpoint, url=str(http_request.url),
+                             accuracy=h.accuracy))
     return path
 
 
@@ -213,6 +214,9 @@ def immutable_url(response: httpx.Response) -> str | None:
 
 
 def describe(request: ModelRequest) -> str:
-    selector = {"width": request.width, "max_params": request.max_params, "max_bytes": request.max_bytes}
-    chosen = ", ".join(f"{k}={v}" for k, v in selector.items() if v is not None) or "default width"
-    return f"{request.arch} ({chosen}, {request.dtype})"
+    selector = {"width": request.width, "max_params": request.max_params, "max_bytes": request.max_bytes,
+                "min_accuracy": request.min_accuracy}
+    chosen = ", ".join(f"{k}={v}" for k, v in selector.items() if v is not None)
+    if request.family is not None:
+        return f"the best of family {request.family} ({chosen or 'most accurate'}, {request.dtype})"
+    return f"{request.arch} ({chosen or 'default width'}, {request.dtype})"

@@ -48,6 +48,7 @@ class Ref:
     params: int | None = None
     checkpoint: str | None = None
     url: str | None = None
+    accuracy: str | None = None  # X-Model-Accuracy: measured accuracy, split, dtype measured as
 
 
 @dataclass(frozen=True)

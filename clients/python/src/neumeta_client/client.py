@@ -107,31 +107,39 @@ class Client(_ClientBase):
         self._http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
                                   transport=transport)
 
-    def pull(self, arch: str, width: int | None = None, *, dtype: str = "float32", samples: int | None = None,
-             max_params: int | None = None, max_bytes: int | None = None, progress: Progress | None = None) -> Path:
+    def pull(self, arch: str | None = None, width: int | None = None, *, family: str | None = None,
+             dtype: str = "float32", samples: int | None = None, max_params: int | None = None,
+             max_bytes: int | None = None, min_accuracy: float | None = None,
+             progress: Progress | None = None) -> Path:
         """Path of the verified ONNX file for this request, downloading or revalidating as needed.
 
-        Give ``width``, or a budget (``max_params`` / ``max_bytes``: the server picks the largest width
-        that fits), or none of them for the arch's default width.
+        With ``arch``: give ``width``, or a budget (``max_params`` / ``max_bytes``: the server picks the
+        largest width that fits), or none of them for the arch's default width.
+
+        With ``family`` instead (e.g. ``pull(family="resnet20", max_bytes=600_000)``): the server picks
+        the arch and width from its measured tables: the most accurate model within ``max_bytes`` (of
+        ``dtype``) and ``max_params``, or, with ``min_accuracy`` (percent), the smallest file meeting it
+        and any budget given. What it chose is in the cache's ref (`ModelCache.read_ref`: arch, width,
+        accuracy) and in the file's ``neumeta.*`` metadata.
 
         Raises:
-            UnknownArch, WidthOutOfRange, InvalidParameter, Unauthorized, Busy, ServerError,
+            UnknownArch, WidthOutOfRange, InvalidParameter, NoModelFits, Unauthorized, Busy, ServerError,
             TransportError / RequestTimeout (after retries), ChecksumMismatch, OfflineError, CacheLockTimeout.
         """
-        request = ModelRequest(arch, width, dtype, samples, max_params, max_bytes)
+        request = ModelRequest(arch, width, dtype, samples, max_params, max_bytes, family, min_accuracy)
         return run_sync(pull_flow(self._context(self._http), request, progress), self._http)
 
     def archs(self) -> dict[str, Any]:
         """The server's catalog (`GET /archs`): per arch id, width range, labels, preprocessing, params per width."""
         return run_sync(archs_flow(self._context(self._http)), self._http)
 
-    def session(self, arch: str, width: int | None = None, *, providers: list[str] | None = None,
+    def session(self, arch: str | None = None, width: int | None = None, *, providers: list[str] | None = None,
                 **pull_kwargs: Any) -> onnxruntime.InferenceSession:
         """An onnxruntime session over the pulled model (needs the ``onnx`` extra)."""
         import_onnx_extra()  # fail before downloading anything
         return self._session_for(self.pull(arch, width, **pull_kwargs), providers)[0]
 
-    def predict(self, images: Any, arch: str, width: int | None = None, *, layout: str | None = None,
+    def predict(self, images: Any, arch: str | None = None, width: int | None = None, *, layout: str | None = None,
                 providers: list[str] | None = None, **pull_kwargs: Any) -> Prediction:
         """Logits and labels for raw-pixel images, preprocessed as the model's metadata says."""
         import_onnx_extra()
@@ -156,26 +164,28 @@ class AsyncClient(_ClientBase):
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
                                        transport=transport)
 
-    async def pull(self, arch: str, width: int | None = None, *, dtype: str = "float32", samples: int | None = None,
-                   max_params: int | None = None, max_bytes: int | None = None,
+    async def pull(self, arch: str | None = None, width: int | None = None, *, family: str | None = None,
+                   dtype: str = "float32", samples: int | None = None, max_params: int | None = None,
+                   max_bytes: int | None = None, min_accuracy: float | None = None,
                    progress: Progress | None = None) -> Path:
         """See `Client.pull`."""
-        request = ModelRequest(arch, width, dtype, samples, max_params, max_bytes)
+        request = ModelRequest(arch, width, dtype, samples, max_params, max_bytes, family, min_accuracy)
         return await run_async(pull_flow(self._context(self._http), request, progress), self._http)
 
     async def archs(self) -> dict[str, Any]:
         """See `Client.archs`."""
         return await run_async(archs_flow(self._context(self._http)), self._http)
 
-    async def session(self, arch: str, width: int | None = None, *, providers: list[str] | None = None,
+    async def session(self, arch: str | None = None, width: int | None = None, *, providers: list[str] | None = None,
                       **pull_kwargs: Any) -> onnxruntime.InferenceSession:
         """See `Client.session`; the session is built in a worker thread."""
         import_onnx_extra()
         path = await self.pull(arch, width, **pull_kwargs)
         return (await asyncio.to_thread(self._session_for, path, providers))[0]
 
-    async def predict(self, images: Any, arch: str, width: int | None = None, *, layout: str | None = None,
-                      providers: list[str] | None = None, **pull_kwargs: Any) -> Prediction:
+    async def predict(self, images: Any, arch: str | None = None, width: int | None = None, *,
+                      layout: str | None = None, providers: list[str] | None = None,
+                      **pull_kwargs: Any) -> Prediction:
         """See `Client.predict`; inference runs in a worker thread."""
         import_onnx_extra()
         path = await self.pull(arch, width, **pull_kwargs)

@@ -45,6 +45,13 @@ class InvalidParameter(NeuMetaError, ValueError):
     code = "invalid_parameter"
 
 
+class NoModelFits(NeuMetaError, ValueError):
+    """No measured model of the family meets the budgets and accuracy floor of a ``family=`` pull (422);
+    the message names the closest one."""
+
+    code = "no_model_fits"
+
+
 class Unauthorized(NeuMetaError, PermissionError):
     """Missing or wrong API key (401)."""
 
@@ -139,7 +146,8 @@ class MissingExtra(NeuMetaError, ImportError):
 
 # X-Error-Code -> class; statuses are the fallback when a proxy answered without our header.
 BY_CODE: dict[str, type[NeuMetaError]] = {
-    cls.code: cls for cls in (UnknownArch, WidthOutOfRange, InvalidParameter, Unauthorized, ServerError, Busy)
+    cls.code: cls for cls in (UnknownArch, WidthOutOfRange, InvalidParameter, NoModelFits, Unauthorized, ServerError,
+                              Busy)
 }
 BY_STATUS: dict[int, type[NeuMetaError]] = {401: Unauthorized, 403: Unauthorized, 404: UnknownArch,
                                              422: InvalidParameter, 429: Busy, 503: Busy}
