@@ -97,10 +97,9 @@ def choose(
     floor and that fits every budget given. Without: the most accurate model that fits, ties going
     to fewer bytes. The remaining keys only make the choice deterministic.
     """
-    asked = _describe_request(family, dtype, max_bytes, max_params, min_accuracy)
     if not found:
-        raise NoModelFits(f"no model of family {family!r} has a measured accuracy as {dtype}, so none can be "
-                          f"chosen for {asked}; pick an arch and width instead (GET /archs)")
+        raise NoModelFits(f"no model of family {family!r} has a measured accuracy and can be served as {dtype}; "
+                          "ask for an arch and a width instead (GET /archs)")
 
     def within_budget(c: Candidate) -> bool:
         return (max_bytes is None or c.bytes <= max_bytes) and (max_params is None or c.params <= max_params)
@@ -113,6 +112,7 @@ def choose(
         return min(fits, key=lambda c: (c.bytes, -c.accuracy, c.params, c.arch, c.width))
     if fits:
         return min(fits, key=lambda c: (-c.accuracy, c.bytes, c.params, c.arch, c.width))
+    asked = _describe_request(family, dtype, max_bytes, max_params, min_accuracy)
     raise NoModelFits(f"no model of family {family!r} fits {asked}; the closest is "
                       f"{_closest(found, accurate_enough, by_params=max_bytes is None and max_params is not None)}")
 
