@@ -49,8 +49,7 @@ def test_pull_with_a_byte_budget_gets_the_most_accurate_model_that_fits(client):
     allowed = {(r[0], r[1]) for r in fits if (r[3], -r[2]) == top}
 
     path = client.pull(family="resnet20", max_bytes=budget, dtype="float16")
-    ref = client.cache.read_ref(ModelRequest(family="resnet20", max_bytes=budget, dtype="float16")
-                                .cache_key(client.base_url))
+    ref = client.ref(family="resnet20", max_bytes=budget, dtype="float16")
     assert (ref.arch, ref.width) in allowed and ref.sha256 == path.name and ref.size <= budget
     assert ref.accuracy.startswith(f"{top[0]:g}; split=")  # X-Model-Accuracy, kept with the ref
     import onnxruntime as ort
@@ -72,6 +71,16 @@ def test_async_pull_with_an_accuracy_floor_gets_the_smallest_file_meeting_it(ser
     meeting = [r for r in measured(catalog, "float32") if r[3] >= floor]
     smallest = min(r[2] for r in meeting)
     assert (ref.arch, ref.width) in {(r[0], r[1]) for r in meeting if r[2] == smallest}
+
+
+def test_predict_takes_a_family_request(client):
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    prediction = client.predict(images, family="resnet20", max_params=100_000)
+    ref = client.ref(family="resnet20", max_params=100_000)
+    catalog = client.archs()
+    assert prediction.logits.shape == (3, 10) and ref.params == catalog[ref.arch]["params"][str(ref.width)] <= 100_000
 
 
 def test_no_model_fits_is_its_own_error(client):

@@ -20,7 +20,7 @@ from neumeta_client._inference import ModelCard, Prediction, import_onnx_extra, 
 from neumeta_client._protocol import ModelRequest
 from neumeta_client._pull import Progress, pull_flow
 from neumeta_client._retry import RetryPolicy
-from neumeta_client.cache import ModelCache
+from neumeta_client.cache import ModelCache, Ref
 from neumeta_client.constants import (
     DEFAULT_LOCK_TIMEOUT_S,
     DEFAULT_TIMEOUT,
@@ -76,6 +76,15 @@ class _ClientBase:
             self._sessions[path] = open_session(path, providers)
         return self._sessions[path]
 
+    def ref(self, arch: str | None = None, width: int | None = None, *, family: str | None = None,
+            dtype: str = "float32", samples: int | None = None, max_params: int | None = None,
+            max_bytes: int | None = None, min_accuracy: float | None = None) -> Ref | None:
+        """What this request resolved to when it was last pulled (no network): ``arch``, ``width``,
+        ``params``, ``size``, ``sha256`` and ``accuracy`` (the server's ``X-Model-Accuracy``), i.e. the
+        server's choice for a ``family`` or budget request; None if it was never pulled here."""
+        request = ModelRequest(arch, width, dtype, samples, max_params, max_bytes, family, min_accuracy)
+        return self.cache.read_ref(request.cache_key(self.base_url))
+
     def verify(self) -> list[Path]:
         """Re-hash every cached blob; corrupt ones (disk rot, edits) are deleted and returned."""
         bad = self.cache.verify()
@@ -120,7 +129,7 @@ class Client(_ClientBase):
         the arch and width from its measured tables: the most accurate model within ``max_bytes`` (of
         ``dtype``) and ``max_params``, or, with ``min_accuracy`` (percent), the smallest file meeting it
         and any budget given. What it chose is in the cache's ref (`ModelCache.read_ref`: arch, width,
-        accuracy) and in the file's ``neumeta.*`` metadata.
+        accuracy: `ref` with the same arguments) and in the file's ``neumeta.*`` metadata.
 
         Raises:
             UnknownArch, WidthOutOfRange, InvalidParameter, NoModelFits, Unauthorized, Busy, ServerError,
