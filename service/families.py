@@ -75,7 +75,7 @@ def frontier(found: list[Candidate]) -> list[Candidate]:
 
 def describe_families(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The ``families`` section of ``GET /archs``: per family, its archs and its frontier per dtype."""
-    described = {}
+    described: dict[str, Any] = {}
     for family in family_names(entries):
         archs = sorted(arch for arch, entry in entries.items() if entry["family"] == family)
         dtypes = sorted({dtype for arch in archs for dtype in entries[arch]["bytes"]})
