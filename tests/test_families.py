@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import NoModelFits, UnknownArch
+from service.catalog import Catalog
+from service.errors import CheckpointError, NoModelFits, UnknownArch
 from service.families import candidates, choose, describe_families, frontier
 from service.frontier_plot import main as plot_main
+from tests.factories import tiny_checkpoint
 
 
 def entry(family: str, rows: dict[int, tuple[int, int, float | None]], dtypes=("float32",)) -> dict:
@@ -76,3 +78,8 @@ def test_the_plot_is_written(tmp_path, capsys):
     assert plot_main(["-o", str(tmp_path)]) == 0  # the shipped checkpoints
     assert (tmp_path / "frontier-resnet20.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert '"float32": ' in capsys.readouterr().out
+
+
+def test_no_checkpoint_may_take_the_families_key(tmp_path):
+    with pytest.raises(CheckpointError, match="reserved"):
+        Catalog.from_paths([tiny_checkpoint(tmp_path / "f.safetensors", arch="families")])

@@ -140,6 +140,15 @@ def test_the_choice_is_cacheable_like_any_model(service, catalog):
     assert pinned.headers["x-model-accuracy"] == first.headers["x-model-accuracy"]
 
 
+def test_an_arch_request_names_its_measured_accuracy_too(service, catalog):
+    entry = catalog["resnet20-last"]
+    width = min(entry["evaluation"]["per_width"], key=int)
+    r = httpx.head(f"{service}/model", params={"arch": "resnet20-last", "width": width}, timeout=60)
+    measured = entry["evaluation"]["per_width"][width]
+    expected = f"{measured['accuracy']:g}; split={measured['measured_on']}; measured_as=float32"
+    assert r.status_code == 200 and r.headers["x-model-accuracy"] == expected
+
+
 def test_a_request_no_model_meets_is_no_model_fits_naming_the_closest(service, catalog):
     candidates = rows(catalog, "float32")
     smallest = min(candidates, key=lambda r: (r.bytes, r.params))
