@@ -65,7 +65,8 @@ def candidates(entries: Mapping[str, Mapping[str, Any]], family: str, dtype: str
 
 def frontier(found: list[Candidate]) -> list[Candidate]:
     """The Pareto frontier of (bytes, accuracy): each model more accurate than every smaller one,
-    smallest first. Every budget's best choice is on it."""
+    smallest first. What ``max_bytes`` alone chooses is always on it (not so for ``max_params``: parameters
+    and bytes do not order models the same way across dtypes and scopes)."""
     best: list[Candidate] = []
     for c in sorted(found, key=lambda c: (c.bytes, -c.accuracy, c.params, c.arch, c.width)):
         if not best or c.accuracy > best[-1].accuracy:
