@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.fixtures.redis import free_port
-from tests.waiting import DEADLINE_S
+from tests.waiting import wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -37,16 +37,7 @@ def served(tiny_ckpt_path, tmp_path) -> Iterator[int]:
                                  "--checkpoint", str(tiny_ckpt_path)], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+        wait_until_answering(proc, f"http://127.0.0.1:{port}/healthz", log)
         yield port
     finally:
         proc.send_signal(signal.SIGINT)

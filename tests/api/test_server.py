@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 from service.api.server import _overrides, register
 from service.settings import Settings
 from tests.fixtures.redis import free_port
-from tests.waiting import DEADLINE_S
+from tests.waiting import wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
@@ -61,16 +60,7 @@ def test_serve_runs_a_real_server_and_logs_json(tiny_ckpt_path, tmp_path):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.2)
+        wait_until_answering(proc, f"http://127.0.0.1:{port}/readyz", tmp_path / "serve.log")
         r = httpx.get(f"http://127.0.0.1:{port}/model", params={"arch": "resnet20", "width": 8},
                       headers={"X-Request-ID": "serve-test-1"}, timeout=60)
         assert r.status_code == 200 and r.headers["x-cache"] == "miss"
