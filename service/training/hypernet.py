@@ -232,7 +232,8 @@ class Trainer:
         # The fused kernel writes the parameters without bumping their version counters, and values
         # derived from a parameter (the band-limited w_in, kernels.memo) are keyed by that counter:
         # without this, validation and generation would read the weights of an earlier step.
-        torch.autograd.graph.increment_version(self.params)
+        for p in self.params:  # one at a time: older torch (the GPU image's 2.11) takes a single tensor
+            torch.autograd.graph.increment_version(p)
         with torch.no_grad():
             decay = ema_decay_at(self.cfg.ema_decay, self.step)
             ema = [*self.ema.parameters(), *self.ema_fixed.values()]
