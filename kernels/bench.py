@@ -326,7 +326,8 @@ def bench_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersA
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench kernel`` to the ``neumeta`` command (``bench train`` is service.training.commands')."""
-    p = bench_group(subparsers).add_parser("kernel", help="hypernetwork evaluators: Triton vs PyTorch eager vs torch.compile")
+    p = bench_group(subparsers).add_parser(
+        "kernel", help="hypernetwork evaluators: Triton vs PyTorch eager vs torch.compile")
     add_arguments(p)
     p.set_defaults(func=cmd_bench_kernel)
 

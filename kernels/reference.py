@@ -77,6 +77,11 @@ def uniform_noise(key: int, hashed: torch.Tensor) -> torch.Tensor:
     return (bits >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
+def jittered(coords: torch.Tensor, jitter: torch.Tensor, key: int, hashed: torch.Tensor) -> torch.Tensor:
+    """One noisy sample of the coordinates: coords + (u - 0.5) * jitter, u the stream of ``key``."""
+    return coords + (uniform_noise(key, hashed) - 0.5) * jitter
+
+
 def encode(v: torch.Tensor, num_freqs: int) -> torch.Tensor:
     """Sinusoidal encoding (..., D) -> (..., D * (1 + 2F)), frequency-major then dim then sin/cos."""
     freqs = (2.0 ** torch.arange(num_freqs, dtype=v.dtype, device=v.device)) * math.pi  # (F,)
@@ -123,8 +128,7 @@ def inr_mean_reference(
         if k == 0 and clean_first:
             batch.append(coords)
         else:
-            u = uniform_noise(sample_key(seed, k), hashed)
-            batch.append(coords + (u - 0.5) * jitter)
+            batch.append(jittered(coords, jitter, sample_key(seed, k), hashed))
     v = torch.stack(batch)
     outs = []
     for h in range(len(head_offsets) - 1):

@@ -127,14 +127,16 @@ def coord_table(
 
 
 def scatter(table: CoordTable, out: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split the INR output (N, O) into named tensors; weights take all k*k, biases output 0."""
+    """Split the INR output (N, O) into named tensors; weights take all k*k, biases output 0.
+
+    One ``split`` over the table's slots (they cover its rows in order), not a slice per tensor: in
+    training, each slice's backward wrote a full (N, O) zero tensor, the split's is one ``cat``."""
     tensors = {}
-    for slot in table.slots:
-        rows = out[slot.start : slot.stop]
+    for slot, rows in zip(table.slots, out.split([s.stop - s.start for s in table.slots]), strict=True):
         if len(slot.shape) == 1:
             tensors[slot.name] = rows[:, 0].contiguous()
         else:
             k2 = slot.shape[2] * slot.shape[3]
-            # A k x k kernel smaller than the head's output takes the first k*k values.
-            tensors[slot.name] = rows[:, :k2].reshape(slot.shape).contiguous()
+            # A k x k kernel smaller than the head's output takes the first k*k values (3 x 3: all, a view).
+            tensors[slot.name] = (rows if k2 == rows.shape[1] else rows[:, :k2]).reshape(slot.shape).contiguous()
     return tensors

@@ -16,8 +16,8 @@ dispatched ops per training step in all. Here, per width (``WidthPlan``, cached)
   one scatter and one ``cat`` per parameter);
 - the band-limit gains (``model.band_limit_gains``) are built once per width, on the device, and
   folded into ``w_in`` with one multiply; coordinate noise is skipped when the INR's noise is 0;
-- the output is split into the generated tensors once, and the Frobenius-norm term is one segment
-  sum over rows instead of a norm per tensor.
+- the output goes into the generated tensors with ``coords.scatter`` (one split), and the
+  Frobenius-norm term is one segment sum over rows instead of a norm per tensor.
 
 Only one sample (K = 1), clean or noisy, and no channel embeddings: what training uses. The result
 equals ``HyperNet.forward(table, samples=1, seed, clean_first=seed is None)`` up to float rounding
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.reference import counter_hashes, encode, sample_key, uniform_noise
+from kernels.reference import counter_hashes, encode, jittered, sample_key
 from service.hypernet import HyperNet, coord_table
 from service.hypernet.coords import CoordTable
 from service.hypernet.model import band_limit_gains
@@ -129,7 +129,7 @@ class BatchedINR:
         hn, table = self.hn, plan.table
         v = table.coords
         if seed is not None and plan.hashed is not None:
-            v = v + (uniform_noise(sample_key(seed, 0), plan.hashed) - 0.5) * table.jitter
+            v = jittered(v, table.jitter, sample_key(seed, 0), plan.hashed)
         e = encode(v, hn.config.num_freqs)[plan.gather]  # (P, E): every bucket's padded rows
         w_in = hn.w_in if plan.gains is None else hn.w_in * plan.gains
         sizes = [b.heads for b in plan.buckets]
@@ -152,17 +152,6 @@ class BatchedINR:
                 x = torch.addcmul(x, rs, torch.baddbmm(bh, x, wh).relu_())
             outs.append(torch.baddbmm(bo, x, wo).flatten(0, 1))  # (G * R, O)
         return torch.cat(outs)[plan.scatter] * table.out_scale[:, None]  # (N, O), table order
-
-    def tensors(self, plan: WidthPlan, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``coords.scatter`` with one split: (N, O) -> the generated tensors by name."""
-        tensors = {}
-        for slot, rows in zip(plan.table.slots, out.split(plan.slot_rows), strict=True):
-            if len(slot.shape) == 1:
-                tensors[slot.name] = rows[:, 0]
-            else:  # a k x k kernel takes the first k * k outputs (all of them for 3 x 3: a view)
-                k2 = slot.shape[2] * slot.shape[3]
-                tensors[slot.name] = (rows if k2 == rows.shape[1] else rows[:, :k2]).reshape(slot.shape)
-        return tensors
 
     def norm_sum(self, plan: WidthPlan, out: torch.Tensor) -> torch.Tensor:
         """sum over generated tensors of ||t||_F, from the rows: one segment sum, not a norm per tensor."""

@@ -20,7 +20,6 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +83,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "base": str(base), "out": f"{tmp}/run-{inr_path}-{batch}-{width}",
                         "data": f"synthetic:{max(2 * batch, 256)}", "batch": batch, "widths_train": (width, width),
                         "device": args.device, "precision": args.precision, "threads": args.threads,
-                        "inr_path": inr_path, "progress": False, "val_every": 10**9, "ckpt_every": 10**9})
-                    trainer = Trainer(replace(cfg, steps=10**9))
+                        "inr_path": inr_path, "progress": False, "steps": 10**9, "val_every": 10**9,
+                        "ckpt_every": 10**9})
+                    trainer = Trainer(cfg)
                     ms, ops, hist = bench_one(trainer, args.steps, args.warmup)
                     row = {"width": width, "batch": batch, "inr_path": inr_path, "ms_per_step": round(ms, 2),
                            "ops_per_step": ops, "device": str(trainer.device), "precision": trainer.cfg.precision}

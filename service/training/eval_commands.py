@@ -154,7 +154,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = subparsers.add_parser("compare", help="NEW minus OLD checkpoint, paired per image per width: decided on VAL, reported on test")
+    p = subparsers.add_parser(
+        "compare", help="NEW minus OLD checkpoint, paired per image per width: decided on VAL, reported on test")
     p.add_argument("new", type=Path, help="candidate checkpoint (.safetensors)")
     p.add_argument("old", type=Path, help="the checkpoint it would replace")
     p.add_argument("--widths", type=int, nargs="+", default=None,

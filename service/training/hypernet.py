@@ -23,7 +23,7 @@ only the full model at w = 64 (``--rec-widths full``, the paper). A data-free wa
 ``--warm-steps`` reconstruction-only steps runs first. The EMA of the INR is validated on the
 VAL split at several widths (K=1, clean) and its best copy is what ``ship.py`` ships.
 
-Speed: the INR runs through ``batched_inr`` (groups of equal-sized heads, per-width constants
+Speed: the INR runs through ``batched_inr`` (buckets of similar-sized heads, per-width constants
 cached; ``inr_path = "reference"`` runs ``kernels.reference`` instead, the same math), batches are
 drawn and augmented on the training device, terms whose weight is 0 are not computed, and a step
 never waits on the device: its losses stay tensors until the next log line (``tests/training/
@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from service.archs import FULL_WIDTH, ResNet20, inner_widths, tensor_specs
-from service.hypernet import HyperNet
+from service.hypernet import HyperNet, scatter
 from service.training.batched_inr import BatchedINR
 from service.training.data import StepBatches
 from service.training.distributed import average_gradients, init_distributed, weights_digest
@@ -182,7 +182,8 @@ class Trainer:
             return gen, norm
         plan = self.batched.plan(width)
         out = self.batched.forward(plan, seed)
-        return self.batched.tensors(plan, out), self.batched.norm_sum(plan, out) if self.cfg.lambda_norm > 0 else None
+        norm = self.batched.norm_sum(plan, out) if self.cfg.lambda_norm > 0 else None
+        return scatter(plan.table, out), norm
 
     def targets(self, width: int) -> dict[str, torch.Tensor]:
         if width not in self._targets:
@@ -345,7 +346,6 @@ class Trainer:
             (self.out / f"rank{self.rank}.sha256").write_text(weights_digest(self.hn) + "\n")
             dist.barrier()
         return {"step": self.step, "wall_s": self.wall, "best": self.best}
-
 
     def _out_of_time(self, start: float) -> bool:
         """Whether ``max_minutes`` has passed; under DDP the slowest rank's clock decides for all."""

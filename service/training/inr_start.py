@@ -4,9 +4,9 @@ fixed layers the base's, or fresh (``--fixed-init fresh``, see ``fresh_fixed``).
 
 from __future__ import annotations
 
-import torch
-
 import math
+
+import torch
 
 from service.archs import FULL_WIDTH, ROLES, tensor_specs
 from service.hypernet import HyperNet, HyperNetConfig

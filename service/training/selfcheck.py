@@ -55,7 +55,7 @@ def check(recipe: str, device: torch.device, widths: list[int], seed: int = 0) -
             else:
                 plan = fast.plan(width)
                 out = fast.forward(plan, seed_k)
-                gen, norm = fast.tensors(plan, out), fast.norm_sum(plan, out)
+                gen, norm = scatter(table, out), fast.norm_sum(plan, out)
             probe = sum((g * torch.cos(torch.arange(g.numel(), device=device).view(g.shape) * 0.1)).sum()
                         for g in gen.values())
             (probe + 0.1 * norm).backward()

@@ -58,6 +58,7 @@ def test_validation_and_generation_see_the_weights_of_the_last_step(tmp_path):
     """The fused optimizer writes parameters in place without bumping their version counters; the
     band-limited w_in kept outside autograd (kernels.memo) is keyed by them, so the trainer bumps
     them itself. Without that, the no-grad (reference) path served the weights of an earlier step."""
+    from service.hypernet import scatter
     from service.training.objective import generated_tensors
 
     trainer = Trainer(tiny_config(tmp_path, **SHIPPED_SHAPE))
@@ -66,7 +67,7 @@ def test_validation_and_generation_see_the_weights_of_the_last_step(tmp_path):
         with torch.no_grad():
             served = generated_tensors(trainer.hn, "all", 64, 1, 10, seed=None)  # memoised w_in
             plan = trainer.batched.plan(64)
-            trained = trainer.batched.tensors(plan, trainer.batched.forward(plan, None))
+            trained = scatter(plan.table, trainer.batched.forward(plan, None))
         for name, t in served.items():
             torch.testing.assert_close(t, trained[name], rtol=1e-5, atol=1e-6)
 
