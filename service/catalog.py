@@ -52,8 +52,9 @@ class Catalog:
 
     def entries(self) -> dict[str, dict[str, Any]]:
         """Per catalog id, its entry in GET /archs (the measured tables family requests choose from)."""
-        # A parameter count and three ONNX sizes per allowed width cost about 0.6 s per checkpoint:
-        # too much to redo on every GET /archs (whose handler runs in the threadpool, off the loop).
+        # A parameter count and four ONNX sizes per allowed width cost about 2.2 s per checkpoint (the
+        # two int8 formats 1 s each: the builder's per-channel clipping search runs even on the zero
+        # placeholders): too much to redo on every GET /archs (its handler runs in the threadpool).
         if self._entries is None:
             self._entries = {arch: describe(self._by_id[arch]) for arch in self.ids()}
         return self._entries
