@@ -1,0 +1,33 @@
+"""The shipped checkpoints still load and `neumeta generate` still writes the same bytes: the
+sha256 of each case was recorded from the code before the residue of issue 44 was removed, so any
+change to the INR, its loader or the folding that moves a single bit of a shipped model fails here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((ROOT / "tests/fixtures/generate-golden.json").read_text())
+SHIPPED = {"resnet20": ROOT / "service/checkpoints/resnet20-fmnist-all.safetensors",
+           "resnet20-last": ROOT / "service/checkpoints/resnet20-fmnist-last.safetensors"}
+
+
+def _case_id(case: dict) -> str:
+    return f"{case['arch']}-w{case['width']}-k{case.get('samples', 'default')}"
+
+
+@pytest.mark.parametrize("case", GOLDEN["cases"], ids=_case_id)
+def test_generate_is_byte_identical_to_the_recorded_golden(case, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    argv = ["generate", "--arch", case["arch"], "--width", str(case["width"]), "--format", "safetensors",
+            "--backend", "torch", "--checkpoint", str(SHIPPED[case["arch"]]), "-o", str(out)]
+    if "samples" in case:
+        argv += ["--samples", str(case["samples"])]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == case["sha256"]
