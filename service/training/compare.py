@@ -76,7 +76,7 @@ def compare_checkpoints(
 
 
 def compare_table(result: dict[str, Any], split: str = "TEST") -> str:
-    """The comparison as the Markdown rows docs/RESULTS.md uses, then the verdict."""
+    """The comparison as Markdown rows (NEW, OLD, NEW minus OLD with its interval), then the verdict."""
     rows = result["rows"]
     head = f"| {split} | " + " | ".join(f"w={r['width']}" for r in rows) + " |"
     lines = [

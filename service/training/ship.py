@@ -36,7 +36,7 @@ MAX_BYTES = 20 * 1024 * 1024
 # Least fraction of VAL predictions that must change when the generated conv2 weights are zeroed.
 # Measured on 1,000 VAL images: 0.0% for a `last` INR whose block was switched off, 85-90% for
 # working `last` INRs with large conv2 biases, 8% for the eighth session's (small biases; its
-# block is worth 1.3 test pt, see docs/RESULTS.md), 91% for `all`.
+# block is worth 1.3 test pt, see docs/MODEL_CARD.md), 91% for `all`.
 MIN_CHANGED = 0.01
 
 

@@ -2,7 +2,7 @@
 blocks, Fixup-style fixed layers co-trained at 3x) makes the untrained network a working CNN.
 
 Before the fresh start, a fresh INR sat at chance (about 10%) for hundreds of steps on this base
-(docs/RESULTS.md, "Why a fresh `all` INR does not start"); the recipe reaches about 55% VAL in 300
+(docs/MODEL_CARD.md, "Tried and not kept"); the recipe reaches about 55% VAL in 300
 CPU steps. The bar here is 45% on the full test set at widths 8 and 64: far from chance, with room
 for the machine's float differences."""
 

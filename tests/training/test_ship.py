@@ -13,7 +13,7 @@ from tests.training.test_hypernet import tiny_config
 
 def test_ship_refuses_a_checkpoint_whose_generated_blocks_are_switched_off(tmp_path, capsys):
     # conv2 heads at zero and a step at lr 0: every generated block is the identity at every width,
-    # the shape a co-trained run collapsed into on the H100 (docs/RESULTS.md).
+    # the shape a co-trained run collapsed into on the H100 (docs/MODEL_CARD.md, "Tried and not kept").
     Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last", lr=0.0)).run()
     out = tmp_path / "inert.safetensors"
     with pytest.raises(ValueError, match="switched off at widths 16, 64"):
