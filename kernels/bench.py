@@ -22,6 +22,7 @@ import torch
 
 from kernels.dispatch import BackendUnavailable
 from kernels.reference import INRWeights, inr_mean_reference
+from service.constants import KERNEL_PRECISIONS, MAX_FUSED_HIDDEN, MAX_SAMPLES
 
 # The shipped `all` checkpoint's INR (one head per generated tensor: 36 heads), the same with channel
 # embeddings (one more (N, H) read and add per table, the row bias), the same with two heads per tensor
@@ -35,7 +36,6 @@ INR_SHAPES = {
     "paper": {"hidden": 512, "layers": 7, "num_freqs": 10},
 }
 METHODS = ("triton", "eager", "compile")
-MAX_FUSED_HIDDEN = 256  # kernels.fused_inr.MAX_FUSED_HIDDEN; not imported: triton is optional here
 # Dense (no sparsity) peak TFLOP/s of the SXM parts by dot precision, from NVIDIA's datasheets.
 # "fp32" is the CUDA-core rate of PyTorch's default fp32 matmuls; the kernel's fp32 rows run
 # 3xTF32 on the tensor cores and can exceed it.
@@ -289,10 +289,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short timing windows: checks the script, rough numbers")
     p.add_argument("--inr", type=_csv(str, tuple(INR_SHAPES)), default=list(INR_SHAPES),
                    help="INR shapes: shipped (H128, L3, F8), paper (H512, L7, F10)")
-    p.add_argument("--samples", type=_csv(int, tuple(range(1, 101))), default=[1, 100], help="K values")
+    p.add_argument("--samples", type=_csv(int, tuple(range(1, MAX_SAMPLES + 1))), default=[1, MAX_SAMPLES], help="K values")
     p.add_argument("--methods", type=_csv(str, METHODS), default=list(METHODS) if cuda else ["eager"],
                    help="triton, eager, compile (default on CPU: eager; triton on CPU needs TRITON_INTERPRET=1)")
-    p.add_argument("--precisions", type=_csv(str, ("fp32", "tf32", "bf16")), default=["fp32", "tf32", "bf16"],
+    p.add_argument("--precisions", type=_csv(str, KERNEL_PRECISIONS), default=list(KERNEL_PRECISIONS),
                    help="Triton dot precisions (accumulation is always fp32)")
     p.add_argument("--width", type=int, default=64, help="width whose coordinate table is evaluated")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")

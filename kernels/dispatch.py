@@ -12,11 +12,7 @@ import torch
 
 from kernels.memo import TensorMemo
 from kernels.reference import INRWeights, inr_mean_reference
-
-BACKENDS = ("auto", "torch", "triton")
-# Compute precision of the Triton kernel's dots (accumulation is always fp32); the torch path is fp32.
-KERNEL_PRECISIONS = ("fp32", "tf32", "bf16")
-DEFAULT_KERNEL_PRECISION = "fp32"  # until tf32/bf16 are measured on a GPU (<= 0.05 pt accuracy loss)
+from service.constants import BACKENDS, DEFAULT_KERNEL_PRECISION, KERNEL_PRECISIONS
 
 
 class BackendUnavailable(RuntimeError):

@@ -56,16 +56,14 @@ import triton.language as tl
 
 from kernels.fused_pack import next_pow2, packed
 from kernels.reference import INRWeights, inr_mean_reference, sample_key
+from service.constants import KERNEL_PRECISIONS, MAX_FUSED_HIDDEN, MAX_SAMPLES
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "tf32", "bf16")
 # tl.dot mode per precision on a GPU. "fp32" uses 3xTF32 on the tensor cores (operands split
 # into tf32 head + tail, three MMAs, ~fp32 accuracy): the IEEE fp32 dot runs on the FMA path,
 # which at these tiles spills badly (sm_90 compile, HP = 128: 13.8 KB stack frame per thread).
 _KERNEL_PRECISION = {"fp32": "tf32x3", "tf32": "tf32", "bf16": "bf16"}
-MAX_FUSED_HIDDEN = 256
-MAX_SAMPLES = 100
 
 
 @triton.jit
@@ -277,8 +275,8 @@ def fused_inr_mean(
     the module docstring); the rest run layer by layer through the PyTorch reference on the same
     device. Not differentiable (generation only).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in KERNEL_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(KERNEL_PRECISIONS)}, got {precision!r}")
     if not 1 <= samples <= MAX_SAMPLES:
         raise ValueError(f"samples must be in 1..{MAX_SAMPLES}, got {samples}")
     n_rows, dim = coords.shape

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from service.constants import BACKENDS, DTYPES, WEIGHT_FORMATS  # torch-free: `neumeta --help` stays fast
+
 if TYPE_CHECKING:
     from service.hypernet.checkpoint import Checkpoint
 
@@ -150,23 +152,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-# Copies of service.export.DTYPES, kernels.dispatch.BACKENDS and service.pipeline.WEIGHT_FORMATS (tests
-# keep them equal): importing those modules pulls in torch, and `neumeta --help` should not wait seconds
-# for that.
-DTYPE_CHOICES = ("float32", "float16", "int8", "int8-weights")
-BACKEND_CHOICES = ("auto", "torch", "triton")
-FORMAT_CHOICES = ("onnx", "safetensors")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("generate", help="generate a network of one width: ONNX, or safetensors weights")
     p.add_argument("--arch", required=True, help="catalog id, e.g. resnet20")
     p.add_argument("--width", required=True, type=int, help="inner width on the stage-3 scale (full = 64)")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="weight storage; IO stays float32")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="weight storage; IO stays float32")
     p.add_argument("--samples", type=int, default=None, help="K noisy samples to average (default: manifest's)")
-    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="hypernetwork evaluator")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="hypernetwork evaluator")
     p.add_argument("--checkpoint", type=Path, default=None, help="use this checkpoint instead of the catalog")
-    p.add_argument("--format", default="onnx", choices=FORMAT_CHOICES,
+    p.add_argument("--format", default="onnx", choices=WEIGHT_FORMATS,
                    help="onnx (default), or safetensors: the folded PyTorch state_dict, e.g. a --base "
                         "(KD teacher) for `neumeta train hypernet`")
     p.add_argument("-o", "--output", required=True, help="file to write (atomically)")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.export import DTYPES
+from service.constants import DTYPES
 from service.families import candidates, frontier
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results"

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.constants import DEFAULT_KERNEL_PRECISION, MAX_SAMPLES, Backend, KernelPrecision
+
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
 
@@ -28,11 +30,11 @@ class Settings(BaseSettings):
     # previous response) is closed: a half-sent header must not hold a connection.
     header_timeout_s: float = Field(10.0, gt=0, le=300)
 
-    backend: Literal["auto", "torch", "triton"] = "auto"
-    kernel_precision: Literal["fp32", "tf32", "bf16"] = Field(
-        "fp32", description="dot precision of the Triton kernel (accumulation is always fp32)"
+    backend: Backend = "auto"
+    kernel_precision: KernelPrecision = Field(
+        DEFAULT_KERNEL_PRECISION, description="dot precision of the Triton kernel (accumulation is always fp32)"
     )
-    max_samples: int = Field(100, ge=1, le=100, description="upper bound for ?samples=K")
+    max_samples: int = Field(MAX_SAMPLES, ge=1, le=MAX_SAMPLES, description="upper bound for ?samples=K")
 
     redis_url: str | None = None
     cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="embedded LRU bound")

@@ -194,15 +194,6 @@ def test_missing_subcommand_and_required_args(capsys):
     assert_one_line_error(rc, err, "invalid_parameter", 2, "required")
 
 
-def test_cli_choices_follow_the_library():
-    from kernels.dispatch import BACKENDS
-    from service.cli import BACKEND_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES
-    from service.export import DTYPES
-    from service.pipeline import WEIGHT_FORMATS
-
-    assert (DTYPE_CHOICES, BACKEND_CHOICES, FORMAT_CHOICES) == (DTYPES, BACKENDS, WEIGHT_FORMATS)
-
-
 def test_extension_modules_register_subcommands(capsys, monkeypatch):
     # Other packages plug in their verbs (serve, train, eval, bench) through COMMAND_MODULES.
     import types

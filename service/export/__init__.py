@@ -1,7 +1,7 @@
 """Folded state_dict -> ONNX bytes (float32 / float16 / int8 static QDQ / int8-weights) with NeuMeta metadata."""
 
+from service.constants import DTYPES  # re-exported: the request path and tests read it from here
 from service.export.onnx_builder import (
-    DTYPES,
     GENERATOR_VERSION,
     INPUT_NAME,
     OPSET,

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from service.archs import block_names, folded_model
+from service.constants import DTYPES
 from service.errors import InvalidParameter
 from service.export.graph import Range
-from service.export.onnx_builder import DTYPES, INPUT_NAME, activation_names
+from service.export.onnx_builder import INPUT_NAME, activation_names
 from service.hypernet.checkpoint import Manifest
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")

@@ -22,11 +22,10 @@ from onnx import TensorProto, helper
 
 from service.archs import param_count, tensor_specs
 from service.archs.resnet20 import block_io, block_names
+from service.constants import DTYPES
 from service.export.graph import Graph, Range
 from service.hypernet.checkpoint import Manifest
 
-# int8: static QDQ (int8 compute, calibrated); int8-weights: weight-only QDQ (the smallest download).
-DTYPES = ("float32", "float16", "int8", "int8-weights")
 OPSET = 17
 IR_VERSION = 8  # the IR version that opset 17 shipped with; older runtimes accept it
 # Bumped whenever the bytes for a given (checkpoint, request) change: it is part of cache keys.

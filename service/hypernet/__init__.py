@@ -1,7 +1,6 @@
 """Coordinates, the INR module, the checkpoint format and generation (K-sample mean)."""
 
 from service.hypernet.checkpoint import (
-    MAX_SAMPLES,
     Checkpoint,
     Manifest,
     load_checkpoint,
@@ -13,7 +12,7 @@ from service.hypernet.generate import check_request, generate
 from service.hypernet.model import HyperNet, HyperNetConfig
 
 __all__ = [
-    "MAX_SAMPLES", "Checkpoint", "CoordTable", "HyperNet", "HyperNetConfig", "Manifest",
+    "Checkpoint", "CoordTable", "HyperNet", "HyperNetConfig", "Manifest",
     "check_request", "coord_table", "generate", "load_checkpoint", "parse_checkpoint",
     "save_checkpoint", "scatter",
 ]

@@ -20,12 +20,12 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from service.archs import Scope, tensor_specs
+from service.constants import MAX_SAMPLES
 from service.errors import CheckpointError
 from service.hypernet.model import HyperNet, HyperNetConfig, head_count
 
 MANIFEST_KEY = "neumeta.manifest"
 FORMAT_VERSION = 1
-MAX_SAMPLES = 100
 
 
 class WidthRange(BaseModel):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import DEFAULT_KERNEL_PRECISION, evaluate_mean, resolve_backend
+from kernels.dispatch import evaluate_mean, resolve_backend
 from service.archs import tensor_specs
+from service.constants import DEFAULT_KERNEL_PRECISION, MAX_SAMPLES
 from service.errors import InvalidParameter, WidthOutOfRange
-from service.hypernet.checkpoint import MAX_SAMPLES, Checkpoint
+from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.coords import CoordTable, coord_table, scatter
 
 

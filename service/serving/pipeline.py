@@ -15,17 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.dispatch import BACKENDS, DEFAULT_KERNEL_PRECISION, resolve_backend
+from kernels.dispatch import resolve_backend
 from service.archs import param_count
+from service.constants import BACKENDS, DEFAULT_KERNEL_PRECISION, DTYPES, WEIGHT_FORMATS
 from service.errors import InvalidParameter
-from service.export import DTYPES, GENERATOR_VERSION, build_onnx
+from service.export import GENERATOR_VERSION, build_onnx
 from service.export.calibration import activation_ranges, calibration_images
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_request, generate
 
 __all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "ModelBlob", "check_dtype", "render_model"]
 
-WEIGHT_FORMATS = ("onnx", "safetensors")
 SAFETENSORS_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # the int8s are ONNX quantizations
 
 

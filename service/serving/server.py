@@ -14,6 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
+from service.constants import BACKENDS
 from service.logging import configure_logging
 from service.settings import Settings, get_settings
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="worker processes (NEUMETA_WORKERS, default 1)")
     parser.add_argument("--checkpoint", action="append", metavar="FILE",
                         help="serve this checkpoint instead of the shipped ones (repeatable)")
-    parser.add_argument("--backend", choices=("auto", "torch", "triton"), help="NEUMETA_BACKEND")
+    parser.add_argument("--backend", choices=BACKENDS, help="NEUMETA_BACKEND")
     parser.add_argument("--redis-url", help="NEUMETA_REDIS_URL (default: embedded cache only)")
     parser.set_defaults(func=serve)
     return parser

@@ -40,7 +40,7 @@ from service.errors import InvalidParameter
 from service.training.data import Split, Splits, batches, epoch_order, load_dataset
 from service.training.precision import (
     DEVICES,
-    PRECISIONS,
+    TRAIN_PRECISIONS,
     autocast,
     hardware,
     prepare_input,
@@ -255,7 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_out: str | None) -> N
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--wd", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+    parser.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
                         help="bf16: bfloat16 autocast + channels-last while training (weights stay fp32); "
                              "auto: bf16 where the hardware runs it natively, else fp32")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")

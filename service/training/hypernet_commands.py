@@ -20,7 +20,7 @@ from service.errors import InvalidParameter
 from service.training import recipes
 from service.training.data import DATASETS
 from service.training.hypernet_inputs import FIXED_INITS, INR_PATHS, REC_WIDTHS, SCOPES, WIDTH_SAMPLINGS, ZERO_INITS
-from service.training.precision import DEVICES, PRECISIONS, resolve_device
+from service.training.precision import DEVICES, TRAIN_PRECISIONS, resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda-kd", type=float,
                    help="weight of distillation from the base's logits (0 = off, the paper)")
     p.add_argument("--kd-temperature", type=float)
-    p.add_argument("--precision", choices=PRECISIONS,
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS,
                    help="bf16: ResNet forward under bfloat16 autocast + channels-last (INR stays fp32); "
                         "auto: bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--device", choices=DEVICES, help="auto: CUDA when available")

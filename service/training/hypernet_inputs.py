@@ -16,7 +16,7 @@ from service.errors import InvalidParameter
 from service.hypernet import HyperNetConfig
 from service.hypernet.model import head_count
 from service.training.data import DATASETS, Split, Splits, load_dataset
-from service.training.precision import PRECISIONS
+from service.training.precision import TRAIN_PRECISIONS
 
 SCOPES = tuple(s.value for s in Scope)
 # The widths a shipped checkpoint of each scope serves (below 16, a `last` block is narrower than
@@ -84,7 +84,7 @@ class TrainConfig:
         # config.json (ship.py) is refused the same way, before any data or weights are read.
         self.widths_train = tuple(self.widths_train)  # type: ignore[assignment]  # JSON gives a list
         for name, allowed in (("scope", SCOPES), ("dataset", DATASETS), ("width_sampling", WIDTH_SAMPLINGS),
-                              ("zero_init", ZERO_INITS), ("rec_widths", REC_WIDTHS), ("precision", PRECISIONS),
+                              ("zero_init", ZERO_INITS), ("rec_widths", REC_WIDTHS), ("precision", TRAIN_PRECISIONS),
                               ("inr_path", INR_PATHS), ("fixed_init", FIXED_INITS)):
             if getattr(self, name) not in allowed:
                 raise InvalidParameter(f"{name} = {getattr(self, name)!r}: expected one of {', '.join(allowed)}")

@@ -19,7 +19,8 @@ import torch
 
 from service.errors import InvalidParameter
 
-PRECISIONS = ("auto", "bf16", "fp32")
+# Autocast of the ResNet passes in training; not the kernel precisions of service.constants.
+TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -45,8 +46,8 @@ def bf16_is_native(device: torch.device) -> bool:
 def resolve_precision(name: str, device: torch.device, *, resumed: str | None = None) -> str:
     """``auto``: the run's own precision when it resumes (``resumed``), else bf16 where it is native and
     fp32 elsewhere. An explicit bf16 on hardware that emulates it is kept, with a warning."""
-    if name not in PRECISIONS:
-        raise InvalidParameter(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
+    if name not in TRAIN_PRECISIONS:
+        raise InvalidParameter(f"unknown precision {name!r}; expected one of {', '.join(TRAIN_PRECISIONS)}")
     if name == "auto":
         return resumed or ("bf16" if bf16_is_native(device) else "fp32")
     if name == "bf16" and not bf16_is_native(device):
