@@ -26,7 +26,7 @@ test: install  ## the whole suite, slow tests included (~minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(PY) -m service.export.bench
+	$(PY) -m benchmarks.export
 	$(PY) -m kernels.bench --device cpu --quick
 
 gpu-prepare: install  ## fill data/fmnist and .whl for a lent GPU's one call (docs/GPU.md)

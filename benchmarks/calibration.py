@@ -1,6 +1,6 @@
 """Where int8's ranges come from: onnxruntime's ``quantize_static`` against the generation pass.
 
-    python -m service.export.bench_calibration [--arch resnet20] [--width 64] [--runs 30] [--repeats 3]
+    python -m benchmarks.calibration [--arch resnet20] [--width 64] [--runs 30] [--repeats 3]
 
 Both calibrate on the same shipped images (service.export.calibration) and write QDQ with per-channel
 int8 weights and per-tensor uint8 activations (MinMax). Prints, per method, the time to calibrate and
@@ -28,7 +28,7 @@ from onnxruntime.quantization import (
 )
 
 from service.export import build_onnx
-from service.export.bench import cpu_description, median_ms
+from benchmarks.export import cpu_description, median_ms
 from service.export.calibration import activation_ranges, calibration_images, normalized
 from service.export.evaluate import accuracy_pt, load_test_split, predictions, session
 from service.hypernet import generate
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from service.catalog import Catalog
+    from service.serving.catalog import Catalog
     from service.settings import SHIPPED_CHECKPOINTS
 
     ckpt: Checkpoint = Catalog.from_paths(sorted(SHIPPED_CHECKPOINTS.glob("*.safetensors"))).get(args.arch)

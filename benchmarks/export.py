@@ -1,7 +1,7 @@
 """Benchmark the served dtypes of one checkpoint: bytes, generation time, onnxruntime speed, accuracy.
 
-    python -m service.export.bench [--arch resnet20 | --checkpoint PATH] [--widths 8,16,32,64] [--dtypes ...]
-                                   [--runs 20] [--data DIR]
+    python -m benchmarks.export [--arch resnet20 | --checkpoint PATH] [--widths 8,16,32,64] [--dtypes ...]
+                              [--runs 20] [--data DIR]
 
 One row per (width, dtype): the file size; cold generation (hypernetwork pass, int8 calibration and
 ONNX export; best of ``--repeats``); onnxruntime CPU time per call, 1 thread, batch 1 and batch 64
@@ -28,7 +28,7 @@ from service.export import DTYPES
 from service.export.evaluate import accuracy_pt, agreement_pt, load_test_split, predictions, session
 from service.hypernet import load_checkpoint
 from service.hypernet.checkpoint import Checkpoint
-from service.pipeline import render_model
+from service.serving.pipeline import render_model
 
 # The flags that decide onnxruntime's int8 kernels on x86 (VNNI: one-instruction u8 x s8 dot products).
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint is not None:
         ckpt = load_checkpoint(args.checkpoint)
     else:
-        from service.catalog import Catalog
+        from service.serving.catalog import Catalog
         from service.settings import SHIPPED_CHECKPOINTS
 
         ckpt = Catalog.from_paths(sorted(SHIPPED_CHECKPOINTS.glob("*.safetensors"))).get(args.arch)

@@ -3,7 +3,7 @@ with the replica's digest index warm (it served the key) and cold (a fresh repli
 restart or on another replica), the latter without Redis (it must regenerate to know the digest)
 and with Redis holding the blob (it reads and hashes it).
 
-    python -m service.api.bench_revalidate [--width 64] [--requests 200] [--restarts 3]
+    python -m benchmarks.revalidate [--width 64] [--requests 200] [--restarts 3]
 
 Needs ``nginx`` (and ``redis-server`` for the Redis rows) on PATH. Uses the shipped ``resnet20``
 checkpoint, one ``neumeta serve`` process, nginx with deploy/nginx/nginx.conf (addresses swapped).
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from service.api.bench import _free_port, _pick_checkpoint, _start
+from benchmarks.serve_load import _free_port, _pick_checkpoint, _start
 
-NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf"
+NGINX_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "nginx.conf"
 
 
 def _nginx(workdir: Path, upstream: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEUMETA_")}, "NEUMETA_PORT": str(port),
            "NEUMETA_CHECKPOINTS": str(checkpoint)}
-    serve = ["-m", "service.api.server"]
+    serve = ["-m", "service.serving.server"]
     redis = None
     if shutil.which("redis-server"):
         redis_port = _free_port()

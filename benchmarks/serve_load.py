@@ -1,7 +1,7 @@
 """Service benchmark: cold ``/model`` latency per width, then cache-hit latency and throughput
 against a static server that returns the same bytes from memory (the ceiling for a hit).
 
-    python -m service.api.bench [--checkpoint FILE] [--duration 5] [--rounds 3] [--connections 8]
+    python -m benchmarks.serve_load [--checkpoint FILE] [--duration 5] [--rounds 3] [--connections 8]
 
 Both servers are single uvicorn processes on this machine; the load generator is ``wrk`` when it
 is installed, else a bounded-concurrency httpx client. Without ``--checkpoint`` it uses the shipped
@@ -147,7 +147,7 @@ def static_app(blob_path: str):  # the baseline: uvicorn + a bare ASGI app retur
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.api.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--duration", type=int, default=5, help="seconds of load per server and round")
     parser.add_argument("--connections", type=int, default=8)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt, ckpt_note = _pick_checkpoint(args.checkpoint, workdir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEUMETA_")}
     port, static_port = _free_port(), _free_port()
-    service = _start(["-m", "service.api.server", "--port", str(port), "--checkpoint", str(ckpt)], env, port)
+    service = _start(["-m", "service.serving.server", "--port", str(port), "--checkpoint", str(ckpt)], env, port)
     procs = [service]
     try:
         from service.hypernet.checkpoint import load_checkpoint
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         hit_url = f"{base}&width={HIT_WIDTH}"
         blob = workdir / "blob.onnx"
         blob.write_bytes(httpx.get(hit_url).content)
-        procs.append(_start(["-m", "service.api.bench", "--static", str(blob), "--port", str(static_port)], env,
+        procs.append(_start(["-m", "benchmarks.serve_load", "--static", str(blob), "--port", str(static_port)], env,
                             static_port))
         # Alternate the two servers for several rounds and keep the median of each metric: on a
         # shared machine, load from other processes then hits both sides alike.

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # Modules whose ``register(subparsers)`` adds subcommands, in help order.
 COMMAND_MODULES: list[str] = [
     "service.cli",
-    "service.api.server",
+    "service.serving.server",
     "service.training.commands",
     "service.training.eval_commands",
     "kernels.bench",
@@ -73,7 +73,7 @@ def _settings_paths() -> tuple[list[Path], str]:
 
 
 def _load_for_arch(arch: str, checkpoint: Path | None) -> Checkpoint:
-    from service.catalog import Catalog
+    from service.serving.catalog import Catalog
     from service.errors import UnknownArch
     from service.hypernet.checkpoint import load_checkpoint
 
@@ -115,7 +115,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from service.pipeline import check_dtype, render_model
+    from service.serving.pipeline import check_dtype, render_model
 
     out = Path(args.output)
     _check_output(out)
@@ -136,7 +136,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_archs(args: argparse.Namespace) -> int:
-    from service.catalog import Catalog
+    from service.serving.catalog import Catalog
 
     paths = list(args.checkpoint) if args.checkpoint else _settings_paths()[0]
     print(json.dumps(Catalog.from_paths(paths).describe(), indent=2))

@@ -28,7 +28,7 @@ def load_entries(server: str | None, checkpoints: list[Path]) -> dict[str, Any]:
 
         catalog = httpx.get(f"{server.rstrip('/')}/archs", timeout=120).json()
         return {arch: entry for arch, entry in catalog.items() if arch != "families"}
-    from service.catalog import Catalog
+    from service.serving.catalog import Catalog
     from service.settings import SHIPPED_CHECKPOINTS
 
     paths = checkpoints or sorted(SHIPPED_CHECKPOINTS.glob("*.safetensors"))

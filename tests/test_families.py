@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.catalog import Catalog
+from service.serving.catalog import Catalog
 from service.errors import CheckpointError, NoModelFits, UnknownArch
 from service.families import candidates, choose, describe_families, frontier
 from service.frontier_plot import main as plot_main

@@ -9,17 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kernels.dispatch import resolve_backend
-from service.api.deps import Service
-from service.api.digests import DigestMemo
-from service.api.errors import install_error_handlers
-from service.api.generation import GenerationPool
-from service.api.middleware import RequestContextMiddleware
 from service.api import openapi
+from service.api.deps import Service
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestContextMiddleware
 from service.api.routes import archs, blobs, health, metrics, model
 from service.cache import BlobCache
-from service.catalog import Catalog
 from service.hypernet.generate import table_for
 from service.metrics import Metrics
+from service.serving.catalog import Catalog
+from service.serving.digests import DigestIndex
+from service.serving.generation import GenerationPool
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("neumeta.app")
@@ -43,7 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache=BlobCache(settings, app.state.metrics),
         pool=GenerationPool(settings.max_concurrent_generations, settings.max_queued_generations,
                             settings.generation_timeout_s, settings.retry_after_s, app.state.metrics),
-        backend=backend, digests=DigestMemo(), precision=settings.kernel_precision,
+        backend=backend, digests=DigestIndex(), precision=settings.kernel_precision,
     )
     log.info("service ready", extra={"archs": catalog.ids(), "backend": backend,
                                      "redis": bool(settings.redis_url)})

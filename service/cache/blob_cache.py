@@ -6,8 +6,8 @@ Use from the app (one instance per process, opened and closed by the lifespan)::
     await cache.ping()                            # optional at start-up: logs and flags a dead Redis
 
     key = cache_key(GENERATOR_VERSION, ckpt_sha, backend, arch, width, dtype, samples)
-    blob, x_cache = await cache.get_or_create(key, make_onnx)   # make_onnx: async () -> bytes
-    # x_cache is "hit" | "miss" | "coalesced" -> the X-Cache header
+    blob, x_cache = await cache.get_or_create(key, make_onnx)   # make_onnx: async () -> CachedBlob
+    # blob.data, blob.sha256 (hashed once, when it was made); x_cache is "hit" | "miss" | "coalesced"
 
     blob = await cache.get(key)                   # lookup only (HEAD / If-None-Match); None if absent
     await cache.ping()                            # /readyz: live PING of the Redis tier, if any
@@ -39,6 +39,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from service.cache.entry import CachedBlob
 from service.cache.memory import MemoryLRU
 from service.cache.redis_tier import RedisTier
 from service.cache.singleflight import SingleFlight
@@ -46,7 +47,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 CacheStatus = Literal["hit", "miss", "coalesced"]
-Create = Callable[[], Awaitable[bytes]]
+Create = Callable[[], Awaitable[CachedBlob]]
 
 LOCK_ROUNDS = 3  # lock attempts before generating without one (holders that keep crashing)
 POLL_FIRST_S = 0.005  # waiting on another replica: first sleep, grown x1.5 per poll ...
@@ -71,7 +72,7 @@ def lock_key(key: str) -> str:
 
 class BlobCache:
     def __init__(self, settings: Settings, metrics: Metrics, *, redis_probe_interval_s: float = 1.0):
-        self.memory = MemoryLRU(settings.cache_max_bytes)
+        self.memory: MemoryLRU[CachedBlob] = MemoryLRU(settings.cache_max_bytes)
         metrics.cache_memory_bytes.set_function(lambda: self.memory.nbytes)
         metrics.cache_memory_entries.set_function(lambda: len(self.memory))
         self.redis: RedisTier | None = None
@@ -85,11 +86,11 @@ class BlobCache:
         # means it died, and the rest of its lock's TTL would only run past the clients' timeouts.
         self.peer_wait_s = min(settings.lock_ttl_ms / 1000, settings.generation_timeout_s)
         self._metrics = metrics
-        self._flights: SingleFlight[tuple[bytes, CacheStatus]] = SingleFlight()
+        self._flights: SingleFlight[tuple[CachedBlob, CacheStatus]] = SingleFlight()
 
     # -- lookups --------------------------------------------------------------------------------
 
-    async def get_or_create(self, key: str, create: Create) -> tuple[bytes, CacheStatus]:
+    async def get_or_create(self, key: str, create: Create) -> tuple[CachedBlob, CacheStatus]:
         blob = self._memory_get(key)
         if blob is not None:
             return blob, "hit"
@@ -99,7 +100,7 @@ class BlobCache:
             return blob, "coalesced"
         return blob, status
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> CachedBlob | None:
         """The cached blob, or None; never generates (for HEAD and conditional requests)."""
         blob = self._memory_get(key)
         if blob is None and self.redis is not None:
@@ -108,7 +109,7 @@ class BlobCache:
                 self.memory.put(key, blob)
         return blob
 
-    def _memory_get(self, key: str) -> bytes | None:
+    def _memory_get(self, key: str) -> CachedBlob | None:
         if not self.memory.enabled:
             return None
         blob = self.memory.get(key)
@@ -117,7 +118,7 @@ class BlobCache:
 
     # -- a miss in this process: one flight per key ---------------------------------------------
 
-    async def _fill(self, key: str, create: Create) -> tuple[bytes, CacheStatus]:
+    async def _fill(self, key: str, create: Create) -> tuple[CachedBlob, CacheStatus]:
         if self.redis is None:
             return await self._create_and_store(key, create), "miss"
         blob = await self.redis.get(key)
@@ -151,7 +152,7 @@ class BlobCache:
             # The lock went away without a blob (holder crashed or failed): try to take it over.
         return await self._create_and_store(key, create), "miss"
 
-    async def _await_peer(self, key: str, lock: str, deadline: float) -> bytes | None:
+    async def _await_peer(self, key: str, lock: str, deadline: float) -> CachedBlob | None:
         """Poll for another replica's blob while its lock lives, until ``deadline`` (monotonic)."""
         assert self.redis is not None
         delay = POLL_FIRST_S
@@ -164,10 +165,10 @@ class BlobCache:
             delay = min(delay * 1.5, POLL_MAX_S)
         return None
 
-    async def _create_and_store(self, key: str, create: Create) -> bytes:
+    async def _create_and_store(self, key: str, create: Create) -> CachedBlob:
         blob = await create()
-        if not isinstance(blob, bytes):
-            raise TypeError(f"create() must return bytes, got {type(blob).__name__}")
+        if not isinstance(blob, CachedBlob) or not isinstance(blob.data, bytes):
+            raise TypeError(f"create() must return a CachedBlob of bytes, got {blob!r}")
         self.memory.put(key, blob)
         if self.redis is not None:
             await self.redis.set(key, blob)  # a failure is logged and counted, never raised

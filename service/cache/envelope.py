@@ -25,12 +25,20 @@ class CorruptEntry(ValueError):
     """A stored value is not a whole, intact envelope."""
 
 
-def seal(payload: bytes) -> bytes:
-    return b"".join((MAGIC, hashlib.sha256(payload).digest(), _LENGTH.pack(len(payload)), payload))
+def seal(payload: bytes, sha256: str | None = None) -> bytes:
+    """The stored value of ``payload``; ``sha256`` (hex), when the caller already knows it, saves a hash."""
+    digest = bytes.fromhex(sha256) if sha256 is not None else hashlib.sha256(payload).digest()
+    return b"".join((MAGIC, digest, _LENGTH.pack(len(payload)), payload))
 
 
 def open_envelope(value: bytes) -> bytes:
     """The payload of a sealed value, after checking magic, length and SHA-256."""
+    return open_sealed(value)[0]
+
+
+def open_sealed(value: bytes) -> tuple[bytes, str]:
+    """``(payload, sha256 hex)`` of a sealed value, after checking magic, length and SHA-256 (the one
+    hash of the read: the checked digest is the payload's, so nobody needs to hash it again)."""
     if len(value) < HEADER_BYTES or not value.startswith(MAGIC):
         raise CorruptEntry(f"not a cache envelope ({len(value)} bytes, bad magic or short header)")
     digest = value[len(MAGIC) : len(MAGIC) + 32]
@@ -40,4 +48,4 @@ def open_envelope(value: bytes) -> bytes:
         raise CorruptEntry(f"length mismatch: header says {length} bytes, value holds {len(payload)}")
     if hashlib.sha256(payload).digest() != digest:
         raise CorruptEntry("SHA-256 mismatch")
-    return payload
+    return payload, digest.hex()

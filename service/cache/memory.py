@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sized
+from typing import Generic, TypeVar
+
+V = TypeVar("V", bound=Sized)  # bytes, or a CachedBlob (whose len() is its bytes')
 
 
-class MemoryLRU:
-    """Least-recently-used map ``key -> bytes`` holding at most ``max_bytes`` of values.
+class MemoryLRU(Generic[V]):
+    """Least-recently-used map ``key -> value`` holding at most ``max_bytes`` of values (``len`` each).
 
     Every operation is O(1) (an ``OrderedDict`` keeps recency order). A lock makes it safe to
     share between the event loop and worker threads; it is held only for dict operations.
@@ -19,7 +23,7 @@ class MemoryLRU:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._entries: OrderedDict[str, V] = OrderedDict()
         self._nbytes = 0
         self._lock = threading.Lock()
 
@@ -38,14 +42,14 @@ class MemoryLRU:
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> V | None:
         with self._lock:
             blob = self._entries.get(key)
             if blob is not None:
                 self._entries.move_to_end(key)
             return blob
 
-    def put(self, key: str, blob: bytes) -> bool:
+    def put(self, key: str, blob: V) -> bool:
         """Store ``blob`` as most recent, evicting the oldest entries to fit; False if it cannot fit."""
         size = len(blob)
         if size > self.max_bytes:

@@ -26,7 +26,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from service.cache.envelope import CorruptEntry, open_envelope, seal
+from service.cache.entry import CachedBlob
+from service.cache.envelope import CorruptEntry, open_sealed, seal
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,8 @@ class RedisTier:
 
     # -- blobs --------------------------------------------------------------------------------
 
-    async def get(self, key: str, *, record: bool = True) -> bytes | None:
-        """The intact payload stored under ``key``, or None (absent, corrupt, or Redis down).
+    async def get(self, key: str, *, record: bool = True) -> CachedBlob | None:
+        """The intact blob stored under ``key`` with its checked digest, or None (absent, corrupt, or Redis down).
 
         ``record`` counts the answer as a redis hit/miss; polls and re-checks pass False.
         """
@@ -166,7 +167,7 @@ class RedisTier:
         try:
             if not isinstance(value, bytes):  # the client is built without decode_responses
                 raise CorruptEntry(f"unexpected {type(value).__name__} from Redis")
-            payload = open_envelope(value)
+            payload, digest = open_sealed(value)
         except CorruptEntry as exc:
             # Never serve it: drop it so the next writer replaces it with a good copy.
             log.warning("corrupt redis cache entry %s deleted: %s", key, exc)
@@ -175,10 +176,11 @@ class RedisTier:
             return None
         if record:
             self._metrics.cache_events.labels(tier="redis", event="hit").inc()
-        return payload
+        return CachedBlob(payload, digest)
 
-    async def set(self, key: str, blob: bytes) -> bool:
-        stored = await self._call("set", lambda: self._client.set(key, seal(blob), ex=self.ttl_s))
+    async def set(self, key: str, blob: CachedBlob) -> bool:
+        value = seal(blob.data, blob.sha256)
+        stored = await self._call("set", lambda: self._client.set(key, value, ex=self.ttl_s))
         if stored is True:
             self._metrics.cache_events.labels(tier="redis", event="store").inc()
             self._writes_ok()

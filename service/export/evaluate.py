@@ -1,6 +1,6 @@
 """Run exported models in onnxruntime on real images: sessions, test images, accuracy, agreement.
 
-Shared by the export benchmark (``python -m service.export.bench``) and the accuracy and interop
+Shared by the export benchmark (``python -m benchmarks.export``) and the accuracy and interop
 tests, so the numbers in docs/BENCHMARKS.md and the bounds in tests come from the same code.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import evaluate_mean, resolve_backend
+from kernels.dispatch import evaluate_mean
 from service.archs import tensor_specs
 from service.constants import DEFAULT_KERNEL_PRECISION, MAX_SAMPLES
 from service.errors import InvalidParameter, WidthOutOfRange
@@ -19,12 +19,17 @@ def table_for(ckpt: Checkpoint, width: int) -> CoordTable:
 
 def check_request(ckpt: Checkpoint, width: int, samples: int | None) -> int:
     """Validate width and K against the checkpoint; returns the K to use."""
+    check_width(ckpt, width)
+    return resolve_samples(ckpt, samples)
+
+
+def check_width(ckpt: Checkpoint, width: int) -> None:
+    """``WidthOutOfRange`` naming the allowed range, unless ``width`` is an allowed integer."""
     allowed = ckpt.manifest.widths_allowed
     if isinstance(width, bool) or not isinstance(width, int) or width not in allowed:
         raise WidthOutOfRange(
             f"width {width} is outside {ckpt.manifest.arch}'s allowed range {allowed.min}..{allowed.max}"
         )
-    return resolve_samples(ckpt, samples)
 
 
 def resolve_samples(ckpt: Checkpoint, requested: int | None, max_samples: int = MAX_SAMPLES) -> int:
@@ -48,10 +53,10 @@ def generated_tensors(
     precision: str = DEFAULT_KERNEL_PRECISION,
 ) -> dict[str, torch.Tensor]:
     """The INR's tensors at ``width`` as the mean of exactly ``samples`` evaluations (no request
-    checks, no K collapse: ``generate`` validates first)."""
+    checks, no K collapse: ``generate`` validates first). ``evaluate_mean`` resolves ``backend``."""
     table = table_for(ckpt, width)
     out = evaluate_mean(
-        resolve_backend(backend), table.coords, table.jitter, table.out_scale,
+        backend, table.coords, table.jitter, table.out_scale,
         ckpt.hypernet.head_offsets(table), ckpt.hypernet.weights(table), ckpt.manifest.inr.num_freqs,
         samples=samples, seed=sample_seed(width), precision=precision,
     )
@@ -66,8 +71,14 @@ def generate(
     precision: str = DEFAULT_KERNEL_PRECISION,
 ) -> dict[str, torch.Tensor]:
     """Folded state_dict (float32, CPU, state_dict order) of the network at ``width``."""
-    k = check_request(ckpt, width, samples)
-    generated = generated_tensors(ckpt, width, k, backend, precision)
+    return folded_state(ckpt, width, check_request(ckpt, width, samples), backend, precision)
+
+
+def folded_state(
+    ckpt: Checkpoint, width: int, samples: int, backend: str, precision: str = DEFAULT_KERNEL_PRECISION,
+) -> dict[str, torch.Tensor]:
+    """``generate`` for a request already checked (service.serving.request): exactly ``samples``."""
+    generated = generated_tensors(ckpt, width, samples, backend, precision)
     m = ckpt.manifest
     specs = tensor_specs(m.scope, width, m.in_channels, m.num_classes)
     return {s.name: generated[s.name] if s.role else ckpt.fixed[s.name] for s in specs}

@@ -6,7 +6,7 @@ torch, so it runs in a ``ThreadPoolExecutor`` of ``max_concurrent_generations`` 
 with ``busy`` (503 + Retry-After) instead of piling up.
 
 A job admitted here always runs to completion, even when the request that asked for it stops
-waiting (``serving.fetch`` bounds the *wait* by ``generation_timeout_s``): its result is cached,
+waiting (``service.serving.fetch`` bounds the *wait* by ``generation_timeout_s``): its result is cached,
 so a client that comes back after Retry-After gets it without a second generation. Admission
 therefore refuses at once, rather than queue work nobody will wait for, when the expected wait
 for a thread is already longer than the timeout. Expected waits come from a moving average of

@@ -18,7 +18,7 @@ from service.constants import BACKENDS
 from service.logging import configure_logging
 from service.settings import Settings, get_settings
 
-APP_FACTORY = "service.api.server:app_for_serving"
+APP_FACTORY = "service.serving.server:app_for_serving"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,7 +86,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m service.api.server``) until the CLI registers the verb."""
+    """Standalone entry (``python -m service.serving.server``) until the CLI registers the verb."""
     parser = argparse.ArgumentParser(prog="neumeta")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])

@@ -8,17 +8,15 @@ import time
 
 import httpx
 
-from service import pipeline
+from service.serving.pipeline import render
 
 
-async def test_fifty_concurrent_requests_generate_once(live_service, monkeypatch):
-    real = pipeline.render_model
-
-    def slow(*args, **kwargs):  # long enough that every request arrives while it runs
+async def test_fifty_concurrent_requests_generate_once(live_service):
+    def slow(request):  # long enough that every request arrives while it runs
         time.sleep(0.5)
-        return real(*args, **kwargs)
+        return render(request)
 
-    monkeypatch.setattr(pipeline, "render_model", slow)
+    live_service.use_generator(slow)
     limits = httpx.Limits(max_connections=50)
     async with httpx.AsyncClient(base_url=live_service, limits=limits, timeout=60) as client:
         responses = await asyncio.gather(*(

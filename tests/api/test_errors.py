@@ -8,21 +8,20 @@ import time
 import httpx
 import pytest
 
-from service import pipeline
+from service.serving.pipeline import render
 from tests.waiting import wait_until
 
 MODEL = "/model"
 
 
-def slow_render(monkeypatch, seconds: float) -> None:
-    """Make every generation take ``seconds`` longer (the service runs in this process)."""
-    real = pipeline.render_model
+def slow_render(service, seconds: float) -> None:
+    """Make every generation of ``service`` take ``seconds`` longer."""
 
-    def render(*args, **kwargs):
+    def slow(request):
         time.sleep(seconds)
-        return real(*args, **kwargs)
+        return render(request)
 
-    monkeypatch.setattr(pipeline, "render_model", render)
+    service.use_generator(slow)
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> dict:
@@ -38,36 +37,36 @@ def test_unknown_route_and_method(live_service):
     assert_error(httpx.post(f"{live_service}/model?arch=resnet20&width=8"), 405, "method_not_allowed")
 
 
-def test_internal_error_has_no_traceback_in_the_body(live_service, monkeypatch, caplog):
-    def broken(*args, **kwargs):
+def test_internal_error_has_no_traceback_in_the_body(live_service, caplog):
+    def broken(request):
         raise RuntimeError("secret detail from deep inside")
 
-    monkeypatch.setattr(pipeline, "render_model", broken)
+    live_service.use_generator(broken)
     r = httpx.get(f"{live_service}{MODEL}", params={"arch": "resnet20", "width": 8})
     body = assert_error(r, 500, "internal")
     assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
     logged = [rec for rec in caplog.records if rec.name == "neumeta.error"]
     assert logged and logged[0].exc_info and logged[0].request_id == body["request_id"]
-    monkeypatch.undo()  # a failure is not cached: the next request generates
+    live_service.use_generator(None)  # a failure is not cached: the next request generates
     assert httpx.get(f"{live_service}{MODEL}", params={"arch": "resnet20", "width": 8}).status_code == 200
 
 
-def gated_render(monkeypatch) -> threading.Event:
-    """Hold every generation until the returned event is set (at most 60 s, so a failing test cannot
-    hang): a test decides when the first one ends instead of racing a fixed sleep."""
-    gate, real = threading.Event(), pipeline.render_model
+def gated_render(service) -> threading.Event:
+    """Hold every generation of ``service`` until the returned event is set (at most 60 s, so a failing
+    test cannot hang): a test decides when the first one ends instead of racing a fixed sleep."""
+    gate = threading.Event()
 
-    def render(*args, **kwargs):
+    def gated(request):
         gate.wait(timeout=60)
-        return real(*args, **kwargs)
+        return render(request)
 
-    monkeypatch.setattr(pipeline, "render_model", render)
+    service.use_generator(gated)
     return gate
 
 
-def test_busy_when_workers_and_queue_are_full(make_live_service, monkeypatch):
+def test_busy_when_workers_and_queue_are_full(make_live_service):
     service = make_live_service(max_concurrent_generations=1, max_queued_generations=0, retry_after_s=7)
-    gate = gated_render(monkeypatch)
+    gate = gated_render(service)
     responses: dict[str, httpx.Response] = {}
 
     def fetch(name: str, width: int) -> threading.Thread:
@@ -91,9 +90,9 @@ def test_busy_when_workers_and_queue_are_full(make_live_service, monkeypatch):
     assert responses["first"].status_code == 200 and responses["first"].headers["x-cache"] == "miss"
 
 
-def test_a_generation_that_outlives_its_request_is_kept_for_the_retry(make_live_service, monkeypatch):
+def test_a_generation_that_outlives_its_request_is_kept_for_the_retry(make_live_service):
     service = make_live_service(generation_timeout_s=0.5)
-    slow_render(monkeypatch, 2.0)  # four timeouts long, as the 6 s model behind a 3 s timeout
+    slow_render(service, 2.0)  # four timeouts long, as the 6 s model behind a 3 s timeout
     params = {"arch": "resnet20", "width": 12}
     r = httpx.get(f"{service}{MODEL}", params=params, timeout=30)
     assert "still being generated" in assert_error(r, 503, "busy")["message"]
@@ -104,9 +103,9 @@ def test_a_generation_that_outlives_its_request_is_kept_for_the_retry(make_live_
     assert service.metric("neumeta_generations_total", arch="resnet20", backend="torch") == 1
 
 
-def test_retry_after_of_a_running_generation_is_its_expected_remaining_time(make_live_service, monkeypatch):
+def test_retry_after_of_a_running_generation_is_its_expected_remaining_time(make_live_service):
     service = make_live_service(generation_timeout_s=0.5, retry_after_s=30)
-    slow_render(monkeypatch, 2.0)
+    slow_render(service, 2.0)
     params = {"arch": "resnet20", "width": 13}
     first = httpx.get(f"{service}{MODEL}", params=params, timeout=30)
     assert first.status_code == 503 and first.headers["retry-after"] == "30"  # nothing measured yet

@@ -33,7 +33,7 @@ def served(tiny_ckpt_path, tmp_path) -> Iterator[int]:
     env.update(NEUMETA_MAX_HEADER_BYTES=str(MAX_HEADER_BYTES), NEUMETA_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S))
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.api.server", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "service.serving.server", "--port", str(port),
                                  "--checkpoint", str(tiny_ckpt_path)], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:

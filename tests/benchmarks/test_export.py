@@ -3,7 +3,7 @@
 import pytest
 
 from service.export import DTYPES
-from service.export.bench import cpu_description, main
+from benchmarks.export import cpu_description, main
 
 
 def test_bench_prints_a_row_per_dtype(capsys, tiny_ckpt_path):
@@ -23,7 +23,7 @@ def test_bench_prints_a_row_per_dtype(capsys, tiny_ckpt_path):
 
 @pytest.mark.slow
 def test_calibration_bench_compares_both_methods_on_the_shipped_checkpoint(capsys):
-    from service.export.bench_calibration import main as compare
+    from benchmarks.calibration import main as compare
 
     compare(["--width", "8", "--runs", "1", "--repeats", "1"])
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines()

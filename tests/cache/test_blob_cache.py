@@ -2,16 +2,16 @@ import asyncio
 import time
 
 import pytest
-import redis
 from redis.crc import key_slot
 
-from service.cache import BlobCache, cache_key
-from service.cache.blob_cache import lock_key
+from service.cache import BlobCache, CachedBlob, cache_key
+from service.cache.blob_cache import POLL_FIRST_S, POLL_MAX_S, lock_key
 from service.metrics import Metrics
 from service.settings import Settings
+from tests.waiting import async_wait_until
 
 KEY = cache_key("g1", "ab" * 32, "torch", "resnet20", 48, "float32", 5)
-BLOB = b"onnx-bytes:" + bytes(range(256)) * 16
+BLOB = CachedBlob.of(b"onnx-bytes:" + bytes(range(256)) * 16)
 
 
 def settings(redis_url: str | None = None, **overrides) -> Settings:
@@ -25,10 +25,11 @@ def event(metrics: Metrics, tier: str, name: str) -> float:
 class Creator:
     """An async create() that counts its calls and takes ``delay`` seconds."""
 
-    def __init__(self, blob: bytes = BLOB, delay: float = 0.0):
-        self.blob, self.delay, self.calls = blob, delay, 0
+    def __init__(self, blob: CachedBlob | bytes = BLOB, delay: float = 0.0):
+        self.blob = blob if isinstance(blob, CachedBlob) else CachedBlob.of(blob)
+        self.delay, self.calls = delay, 0
 
-    async def __call__(self) -> bytes:
+    async def __call__(self) -> CachedBlob:
         self.calls += 1
         await asyncio.sleep(self.delay)
         return self.blob
@@ -49,11 +50,34 @@ async def caches():
         await cache.aclose()
 
 
-@pytest.fixture
-def raw(redis_server):
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
+def polls_within(seconds: float) -> int:
+    """The most lock checks a waiter can make before ``seconds`` have passed: it sleeps POLL_FIRST_S,
+    then 1.5x longer each time up to POLL_MAX_S, between checks. Sleeps never end early, so a loaded
+    machine only makes fewer; a bound on checks is one on waiting that no slow machine breaks."""
+    polls, slept, delay = 1, 0.0, POLL_FIRST_S
+    while slept + delay < seconds:
+        slept, polls, delay = slept + delay, polls + 1, min(delay * 1.5, POLL_MAX_S)
+    return polls
+
+
+def spy_on_locks(cache: BlobCache, max_checks: int = 1_000) -> tuple[list[bool | None], list[bool | None]]:
+    """(what each lock attempt got, what each check of another holder's lock saw), recorded as the
+    cache runs against the real Redis; more than ``max_checks`` checks fail the test at once."""
+    attempts: list[bool | None] = []
+    checks: list[bool | None] = []
+    acquire_lock, lock_held = cache.redis.acquire_lock, cache.redis.lock_held
+
+    async def recorded_acquire(*args):
+        attempts.append(await acquire_lock(*args))
+        return attempts[-1]
+
+    async def recorded_check(lock: str):
+        checks.append(await lock_held(lock))
+        assert len(checks) <= max_checks, f"still waiting after {len(checks)} lock checks"
+        return checks[-1]
+
+    cache.redis.acquire_lock, cache.redis.lock_held = recorded_acquire, recorded_check
+    return attempts, checks
 
 
 def test_cache_key_is_the_documented_scheme():
@@ -101,7 +125,7 @@ async def test_create_failure_reaches_all_waiters_and_is_not_cached(caches):
     cache = caches()
     calls = 0
 
-    async def failing() -> bytes:
+    async def failing() -> CachedBlob:
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.02)
@@ -113,12 +137,16 @@ async def test_create_failure_reaches_all_waiters_and_is_not_cached(caches):
     assert await cache.get_or_create(KEY, Creator()) == (BLOB, "miss")  # next request retries
 
 
-async def test_create_must_return_bytes(caches):
-    async def wrong() -> bytes:
-        return "not bytes"  # type: ignore[return-value]
+NOT_A_CACHED_BLOB = [b"bytes without their digest", CachedBlob("not bytes", "0" * 64)]  # type: ignore[arg-type]
 
-    with pytest.raises(TypeError, match="bytes"):
-        await caches().get_or_create(KEY, wrong)
+
+@pytest.mark.parametrize("wrong", NOT_A_CACHED_BLOB)
+async def test_create_must_return_a_cached_blob_of_bytes(caches, wrong):
+    async def create() -> CachedBlob:
+        return wrong
+
+    with pytest.raises(TypeError, match="CachedBlob of bytes"):
+        await caches().get_or_create(KEY, create)
 
 
 # -- with Redis ------------------------------------------------------------------------------------
@@ -175,37 +203,51 @@ async def test_two_replicas_generate_once(caches, redis_server):
 @pytest.mark.redis
 async def test_crashed_lock_holder_is_taken_over_after_the_ttl(caches, redis_server, raw):
     raw.set(lock_key(KEY), "crashed-replica", px=300)  # never released
-    cache = caches(redis_server.url)
-    create = Creator()
+    # Our own lock TTL (the longest we would wait on a holder) is a minute: only the crashed
+    # holder's expiry can end the wait early.
+    cache = caches(redis_server.url, lock_ttl_ms=60_000)
+    attempts, checks = spy_on_locks(cache, max_checks=polls_within(0.3) + 1)
+    lock_at_create: list[bytes | None] = []
+
+    async def create():
+        lock_at_create.append(raw.get(lock_key(KEY)))
+        return BLOB
+
     start = time.monotonic()
     assert await cache.get_or_create(KEY, create) == (BLOB, "miss")
-    waited = time.monotonic() - start
-    assert 0.2 <= waited < 2.0, waited
-    assert create.calls == 1 and raw.exists(KEY) and not raw.exists(lock_key(KEY))
+    assert time.monotonic() - start >= 0.2  # it did wait for the crashed holder's lock
+    # Checked while the lock lived, saw it expire, took it over and generated under its own lock.
+    assert set(checks[:-1]) == {True} and checks[-1] is False
+    assert attempts == [False, True] and lock_at_create[0] not in (None, b"crashed-replica")
+    assert raw.exists(KEY) and not raw.exists(lock_key(KEY))
 
 
 @pytest.mark.redis
 async def test_a_stuck_holder_is_not_waited_on_past_the_generation_timeout(caches, redis_server, raw):
-    raw.set(lock_key(KEY), "stuck-replica", px=60_000)  # alive enough to keep its lock, never storing
-    cache = caches(redis_server.url, lock_ttl_ms=60_000, generation_timeout_s=0.3)
+    raw.set(lock_key(KEY), "stuck-replica", px=600_000)  # alive enough to keep its lock, never storing
+    cache = caches(redis_server.url, lock_ttl_ms=600_000, generation_timeout_s=0.3)
+    # One generation timeout's worth of checks, not the lock's ten minutes of them.
+    attempts, checks = spy_on_locks(cache, max_checks=polls_within(0.3))
     create = Creator()
     start = time.monotonic()
     assert await cache.get_or_create(KEY, create) == (BLOB, "miss")
-    waited = time.monotonic() - start
-    assert 0.25 <= waited < 2.0, waited  # one generation timeout, not the lock's minute
+    assert time.monotonic() - start >= 0.25  # it did wait, about one generation timeout
+    assert attempts == [False] and set(checks) == {True}  # gave up on a live lock and generated without it
     assert create.calls == 1 and raw.exists(KEY) and raw.get(lock_key(KEY)) == b"stuck-replica"
 
 
 @pytest.mark.redis
 async def test_waiter_gets_the_holders_blob_as_soon_as_it_lands(caches, redis_server, raw):
-    holder, waiter = caches(redis_server.url), caches(redis_server.url)
-    raw.set(lock_key(KEY), "other-replica", px=5000)  # a long lock: only the blob can end the wait
-    task = asyncio.create_task(waiter.get_or_create(KEY, Creator(b"must not run")))
-    await asyncio.sleep(0.05)
+    holder, waiter = caches(redis_server.url), caches(redis_server.url, lock_ttl_ms=600_000)
+    raw.set(lock_key(KEY), "other-replica", px=600_000)  # a long lock: only the blob can end the wait
+    _, checks = spy_on_locks(waiter)
+    create = Creator(b"must not run")
+    task = asyncio.create_task(waiter.get_or_create(KEY, create))
+    await async_wait_until(lambda: len(checks) >= 1, "the waiter checks the other replica's lock")
     await holder.redis.set(KEY, BLOB)  # the other replica stores its result ...
-    start = time.monotonic()
+    checks_before = len(checks)
     assert await task == (BLOB, "coalesced")
-    assert time.monotonic() - start < 1.0
+    assert len(checks) <= checks_before + 1 and create.calls == 0  # ... and the next check picks it up
 
 
 @pytest.mark.redis
@@ -233,7 +275,7 @@ async def test_redis_outage_never_fails_requests_and_recovers(caches, redis_serv
     redis_server.stop()
     other = KEY.replace(":48:", ":32:")
     create = Creator(b"width-32")
-    assert await cache.get_or_create(other, create) == (b"width-32", "miss")
+    assert await cache.get_or_create(other, create) == (CachedBlob.of(b"width-32"), "miss")
     assert await cache.get_or_create(KEY, Creator()) == (BLOB, "hit")  # memory tier still serves
     assert cache.status() == "degraded" == cache.redis_status() and await cache.ping() == "degraded"
     assert metrics.registry.get_sample_value("neumeta_cache_degraded") == 1
@@ -242,10 +284,10 @@ async def test_redis_outage_never_fails_requests_and_recovers(caches, redis_serv
     redis_server.start()
     await asyncio.sleep(0.15)  # past the probe interval
     third = KEY.replace(":48:", ":16:")
-    assert await cache.get_or_create(third, Creator(b"width-16")) == (b"width-16", "miss")
+    assert await cache.get_or_create(third, Creator(b"width-16")) == (CachedBlob.of(b"width-16"), "miss")
     assert cache.status() == "ok" == cache.redis_status() and await cache.ping() == "ok"
     assert metrics.registry.get_sample_value("neumeta_cache_degraded") == 0
-    assert await caches(redis_server.url).get(third) == b"width-16"  # stored in Redis again
+    assert await caches(redis_server.url).get(third) == CachedBlob.of(b"width-16")  # stored in Redis again
     assert not raw.exists(lock_key(third))  # released although the restart flushed the Lua script cache
 
 

@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from service.cache.envelope import HEADER_BYTES, MAGIC, CorruptEntry, open_envelope, seal
+from service.cache.envelope import HEADER_BYTES, MAGIC, CorruptEntry, open_envelope, open_sealed, seal
 
 PAYLOAD = bytes(range(256)) * 4
 
@@ -38,3 +38,11 @@ def test_any_flipped_bit_is_rejected(position):
 def test_foreign_value_is_rejected(foreign):
     with pytest.raises(CorruptEntry, match="not a cache envelope"):
         open_envelope(foreign)
+
+
+def test_a_known_digest_is_sealed_as_given_and_opened_with_the_payload():
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    assert seal(PAYLOAD, digest) == seal(PAYLOAD)
+    assert open_sealed(seal(PAYLOAD, digest)) == (PAYLOAD, digest)
+    with pytest.raises(CorruptEntry, match="SHA-256"):
+        open_sealed(seal(PAYLOAD, "00" * 32))

@@ -1,16 +1,16 @@
 import asyncio
 
 import pytest
-import redis
 
-from service.cache.envelope import MAGIC
+from service.cache import CachedBlob
+from service.cache.envelope import MAGIC, seal
 from service.cache.redis_tier import RedisTier
 from service.metrics import Metrics
 from tests.fixtures.redis import free_port
 
 pytestmark = pytest.mark.redis
 
-BLOB = bytes(range(256)) * 64  # 16 KiB
+BLOB = CachedBlob.of(bytes(range(256)) * 64)  # 16 KiB
 
 
 def events(metrics: Metrics, event: str) -> float:
@@ -33,22 +33,23 @@ async def tier(redis_server, metrics):
     await t.aclose()
 
 
-@pytest.fixture
-def raw(redis_server):
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
-
-
 async def test_round_trip_stores_a_sealed_value_with_ttl(tier, raw, metrics):
     assert await tier.get("k") is None
     assert await tier.set("k", BLOB)
     assert await tier.get("k") == BLOB
     stored = raw.get("k")
-    assert stored.startswith(MAGIC) and stored.endswith(BLOB)
+    assert stored == seal(BLOB.data) and stored.startswith(MAGIC) and stored.endswith(BLOB.data)
     assert 0 < raw.ttl("k") <= 60
     assert (events(metrics, "miss"), events(metrics, "hit"), events(metrics, "store")) == (1, 1, 1)
     assert tier.status() == "ok" and degraded_gauge(metrics) == 0
+
+
+async def test_the_digest_travels_in_the_envelope_and_is_checked_not_trusted(tier, raw):
+    await tier.set("k", CachedBlob(BLOB.data, "ab" * 32))  # a writer that got its digest wrong
+    assert await tier.get("k") is None and raw.exists("k") == 0  # the read checks, never serves it
+    await tier.set("k", BLOB)
+    got = await tier.get("k")
+    assert got == BLOB and got.sha256 == raw.get("k")[len(MAGIC) : len(MAGIC) + 32].hex()
 
 
 @pytest.mark.parametrize(
@@ -59,7 +60,7 @@ async def test_round_trip_stores_a_sealed_value_with_ttl(tier, raw, metrics):
         lambda v: v[:-1],
         lambda v: v[:-1] + bytes([v[-1] ^ 0x40]),
         lambda v: v[:20] + bytes([v[20] ^ 0x01]) + v[21:],
-        lambda v: BLOB,  # an unsealed blob written by something else
+        lambda v: BLOB.data,  # an unsealed blob written by something else
     ],
     ids=["garbage", "half", "one-short", "flip-payload", "flip-digest", "unsealed"],
 )
@@ -123,7 +124,7 @@ async def test_unreachable_redis_from_the_start_is_a_miss_not_an_error():
     tier = RedisTier(f"redis://127.0.0.1:{free_port()}/0", metrics, ttl_s=60, timeout_s=0.2)
     try:
         assert await tier.get("k") is None
-        assert await tier.set("k", b"x") is False
+        assert await tier.set("k", CachedBlob.of(b"x")) is False
         assert tier.status() == "degraded" and events(metrics, "error") == 1
     finally:
         await tier.aclose()

@@ -60,7 +60,7 @@ def test_sessions_fold_the_dequantization_of_weight_only_models_only(tmp_path, t
     from neumeta_client._inference import open_session
 
     from service.hypernet import load_checkpoint
-    from service.pipeline import render_model
+    from service.serving.pipeline import render_model
 
     path = tmp_path / f"m-{dtype}.onnx"
     path.write_bytes(render_model(load_checkpoint(tiny_ckpt_path), 16, dtype).data)

@@ -15,7 +15,7 @@ import pytest
 from service.export import DTYPES
 from service.export.evaluate import accuracy_pt, agreement_pt, load_test_split, predictions, session
 from service.hypernet import load_checkpoint
-from service.pipeline import render_model
+from service.serving.pipeline import render_model
 from service.settings import SHIPPED_CHECKPOINTS
 
 MAX_ACCURACY_DROP_PT = 0.3

@@ -19,7 +19,7 @@ from service.export.calibration import (
     servable_dtypes,
 )
 from service.hypernet import generate, load_checkpoint
-from service.pipeline import render_model
+from service.serving.pipeline import render_model
 from tests.factories import tiny_checkpoint
 
 

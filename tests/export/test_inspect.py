@@ -9,7 +9,7 @@ from service.errors import InvalidParameter
 from service.export import DTYPES
 from service.export.inspect import describe_onnx
 from service.hypernet import load_checkpoint
-from service.pipeline import render_model
+from service.serving.pipeline import render_model
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -11,7 +11,7 @@ import pytest
 from service.export import DTYPES
 from service.export.evaluate import accuracy_pt, agreement_pt, load_test_split, predictions, session
 from service.hypernet import load_checkpoint
-from service.pipeline import render_model
+from service.serving.pipeline import render_model
 from service.settings import SHIPPED_CHECKPOINTS
 
 pytest.importorskip("onnxruntime.tools.convert_onnx_models_to_ort")  # skip only when the tool is missing

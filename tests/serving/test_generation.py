@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from service.api.generation import GenerationPool
+from service.serving.generation import GenerationPool
 from service.errors import Busy
 from service.metrics import Metrics
 from tests.waiting import async_wait_until

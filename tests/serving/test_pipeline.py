@@ -10,7 +10,7 @@ from service.archs import param_count
 from service.errors import InvalidParameter, WidthOutOfRange
 from service.export import predict_size
 from service.hypernet import load_checkpoint
-from service.pipeline import ModelBlob, render_model
+from service.serving.pipeline import ModelBlob, render_model
 
 
 @pytest.fixture(scope="module")

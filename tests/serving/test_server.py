@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.server import _overrides, register
+from service.serving.server import _overrides, register
 from service.settings import Settings
 from tests.fixtures.redis import free_port
 from tests.waiting import wait_until_answering
@@ -56,7 +56,7 @@ def test_serve_runs_a_real_server_and_logs_json(tiny_ckpt_path, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEUMETA_")}
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.api.server", "--port", str(port), "--checkpoint", str(tiny_ckpt_path)],
+        [sys.executable, "-m", "service.serving.server", "--port", str(port), "--checkpoint", str(tiny_ckpt_path)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -75,6 +75,6 @@ def test_serve_runs_a_real_server_and_logs_json(tiny_ckpt_path, tmp_path):
 
 
 def test_serve_refuses_a_missing_checkpoint(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "service.api.server", "--checkpoint", str(tmp_path / "none.safetensors")],
+    r = subprocess.run([sys.executable, "-m", "service.serving.server", "--checkpoint", str(tmp_path / "none.safetensors")],
                        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "invalid settings" in r.stderr and "does not exist" in r.stderr
