@@ -24,15 +24,11 @@ from kernels.dispatch import BackendUnavailable
 from kernels.reference import INRWeights, inr_mean_reference
 from service.constants import KERNEL_PRECISIONS, MAX_FUSED_HIDDEN, MAX_SAMPLES
 
-# The shipped `all` checkpoint's INR (one head per generated tensor: 36 heads), the same with channel
-# embeddings (one more (N, H) read and add per table, the row bias), the same with two heads per tensor
-# (channel heads: twice the weights, shorter row runs per head) and the paper's 512-wide, 8-layer
-# INR (input layer + 7 residual hidden layers; output layer excluded from the count; one head per
-# role). The head layout changes only which weights a row reads, not its work.
+# The shipped `all` checkpoint's INR (one head per generated tensor: 36 heads) and the paper's 512-wide,
+# 8-layer INR (input layer + 7 residual hidden layers; output layer excluded from the count; one head
+# per role). The head layout changes only which weights a row reads, not its work.
 INR_SHAPES = {
     "shipped": {"hidden": 128, "layers": 3, "num_freqs": 8, "head_per_block": True},
-    "embedded": {"hidden": 128, "layers": 3, "num_freqs": 8, "head_per_block": True, "channel_embeddings": True},
-    "banded": {"hidden": 128, "layers": 3, "num_freqs": 8, "head_per_block": True, "channel_heads": 2},
     "paper": {"hidden": 512, "layers": 7, "num_freqs": 10},
 }
 METHODS = ("triton", "eager", "compile")
@@ -75,8 +71,7 @@ def make_problem(inr: str, width: int, device: torch.device) -> Problem:
     from service.hypernet.model import head_count
 
     shape = INR_SHAPES[inr]
-    config = HyperNetConfig(**shape, heads=head_count("all", shape.get("head_per_block", False),
-                                                             shape.get("channel_heads", 1)))
+    config = HyperNetConfig(**shape, heads=head_count("all", shape.get("head_per_block", False)))
     torch.manual_seed(0)
     hypernet = HyperNet(config)
     table = coord_table("all", width, 1, 10, config.norm, config.noise)

@@ -112,12 +112,12 @@ def _dot(a, w_ptr, row0, col0, ld, K: tl.constexpr, N: tl.constexpr, PREC: tl.co
 def _fused_inr_kernel(
     coords_ptr, jitter_ptr, scale_ptr, out_ptr,  # (N, D), (N, D), (N,), (N, O)
     tile_head_ptr, tile_start_ptr, tile_stop_ptr, keys_ptr, freq_ptr,  # schedule, (K,), (F_PAD,)
-    wv_ptr, ws_ptr, wc_ptr, b_in_ptr, rb_ptr,  # (Hd, 2DA, HP), (Hd, F_PAD*DA, HP) x2, (Hd, HP), (N, HP)
+    wv_ptr, ws_ptr, wc_ptr, b_in_ptr,  # (Hd, 2DA, HP), (Hd, F_PAD*DA, HP) x2, (Hd, HP)
     wh_ptr, bh_ptr, rs_ptr, wo_ptr, bo_ptr,  # (Hd, L, HP, HP), (Hd, L, HP), (Hd, L), (Hd, HP, OP), (Hd, OP)
     samples, D, O, sample_stride,  # sample_stride: always 0 (see RELOAD)
     L: tl.constexpr, CLEAN_FIRST: tl.constexpr, BLOCK_M: tl.constexpr, DA: tl.constexpr,
     F_PAD: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
-    RELOAD: tl.constexpr, ROW_BIAS: tl.constexpr,
+    RELOAD: tl.constexpr,
 ):
     pid = tl.program_id(0)
     head = tl.load(tile_head_ptr + pid)
@@ -170,19 +170,12 @@ def _fused_inr_kernel(
         x0 += _dot(sin_e, ws + kw, 0, 0, HP, FD, HS, PREC)
         x0 += _dot(cos_e, wc + kw, 0, 0, HP, FD, HS, PREC)
         x0 += b_in0[None, :]
-        if ROW_BIAS:
-            # The rows' channel embeddings (reference.INRWeights.row_bias), the same every sample: read
-            # where used (from L2 after the first sample) rather than held in registers across the K loop.
-            rb = rb_ptr + rows[:, None] * HP + cols[None, :]  # (BM, HS)
-            x0 += tl.load(rb, mask=row_ok[:, None], other=0.0)
         x0 = tl.maximum(x0, 0.0)
         if SPLIT:
             x1 = _dot(ident, wv + kw, 0, HS, HP, 2 * DA, HS, PREC)
             x1 += _dot(sin_e, ws + kw, 0, HS, HP, FD, HS, PREC)
             x1 += _dot(cos_e, wc + kw, 0, HS, HP, FD, HS, PREC)
             x1 += b_in1[None, :]
-            if ROW_BIAS:
-                x1 += tl.load(rb + HS, mask=row_ok[:, None], other=0.0)
             x1 = tl.maximum(x1, 0.0)
         for layer in range(L):
             hl = head * L + layer
@@ -301,8 +294,7 @@ def fused_inr_mean(
     layers = weights.w_hidden.shape[1]
     # samples == 1 is its own specialisation (Triton folds the K loop away, and with it the weights
     # held across samples), so a shape that fits at K = 1 says nothing about K > 1 and vice versa.
-    spec = (p.da, p.f_pad, p.hp, p.op, layers, clean_first, precision, str(coords.device),
-            weights.row_bias is not None, samples == 1)
+    spec = (p.da, p.f_pad, p.hp, p.op, layers, clean_first, precision, str(coords.device), samples == 1)
     max_rows = max(b - a for a, b in itertools.pairwise(head_offsets))
     # (The interpreter's one candidate depends on the row count: nothing to remember there.)
     known = spec in _LAUNCH_OK and not _interpreting()
@@ -310,11 +302,6 @@ def fused_inr_mean(
     # uint32 keys carried as int32 bit patterns; the kernel bitcasts them back.
     keys = [key - (1 << 32) if key >= 1 << 31 else key for key in (sample_key(seed, k) for k in range(samples))]
     keys_t = torch.tensor(keys, dtype=torch.int32).to(coords.device)
-    row_bias = weights.row_bias
-    if row_bias is not None:
-        if row_bias.shape != (n_rows, hidden):
-            raise ValueError(f"row_bias {tuple(row_bias.shape)} does not match ({n_rows}, {hidden})")
-        row_bias = torch.nn.functional.pad(row_bias.detach().float(), (0, p.hp - hidden)).contiguous()  # (N, HP)
     tensors = (coords.float().contiguous(), jitter.float().contiguous(), out_scale.float().contiguous())
     for launch in candidates:
         if launch is None:
@@ -327,12 +314,11 @@ def fused_inr_mean(
             with _launch_guard():
                 _fused_inr_kernel[(len(sched),)](
                     *tensors, out, sched_t[0], sched_t[1], sched_t[2], keys_t, p.freq,
-                    p.wv, p.ws, p.wc, p.b_in, p.b_in if row_bias is None else row_bias,
+                    p.wv, p.ws, p.wc, p.b_in,
                     p.wh, p.bh, p.rs, p.wo, p.bo,
                     samples, dim, out_dim, 0,
                     L=layers, CLEAN_FIRST=clean_first, BLOCK_M=launch.block_m, DA=p.da, F_PAD=p.f_pad,
                     HP=p.hp, OP=p.op, SPLIT=p.hp > 128, PREC=kernel_prec, RELOAD=launch.reload,
-                    ROW_BIAS=row_bias is not None,
                     num_warps=launch.num_warps, num_stages=launch.num_stages,
                 )
         except triton.runtime.OutOfResources as exc:

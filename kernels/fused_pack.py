@@ -86,9 +86,8 @@ PACKS: TensorMemo[tuple[tuple[torch.Tensor, ...], Packed]] = TensorMemo(per_sour
 
 
 def packed(w: INRWeights, dim: int, num_freqs: int, precision: str) -> Packed:
-    """``w`` packed, without its row bias (a per-table input, padded per launch)."""
-    w = w._replace(row_bias=None)
-    rest = tuple(t for t in w[1:] if t is not None)
+    """``w`` packed (kept per source ``w.w_in``: see PACKS)."""
+    rest = tuple(w[1:])
     key = (tuple((id(t), t._version, t.data_ptr()) for t in rest), dim, num_freqs, precision)
     held, result = PACKS.get(w.w_in, key, lambda: (rest, pack(w, dim, num_freqs, precision)))
     assert all(a is b for a, b in zip(held, rest, strict=True)), "a pack keyed on other weights"

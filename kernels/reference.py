@@ -7,7 +7,7 @@ This is the one definition of the math. It is the CPU generation path, the train
     v_k    = coords[n] + (u_k(n, d) - 0.5) * jitter[n]      u from a counter-based hash;
                                                              sample 0 is clean when clean_first
     e      = [v, sin(2^f pi v_d), cos(2^f pi v_d) for f < F, d < D]        (frequency-major)
-    x      = relu(e @ w_in[h] + b_in[h] + row_bias[n])      row_bias: optional, see INRWeights
+    x      = relu(e @ w_in[h] + b_in[h])
     x      = x + res_scale[h, l] * relu(x @ w_hidden[h, l] + b_hidden[h, l])   for each l
     y_k    = (x @ w_out[h] + b_out[h]) * out_scale[n]
     out[n] = mean_k y_k
@@ -42,14 +42,10 @@ class INRWeights(NamedTuple):
     res_scale: torch.Tensor  # (Hd, L)
     w_out: torch.Tensor  # (Hd, H, O)
     b_out: torch.Tensor  # (Hd, O)
-    # (N, H) per-row addition to the first pre-activation (the INR's channel embeddings at the
-    # table's width, model.HyperNet.row_bias), or None. It follows the row, not the noisy
-    # coordinates: every sample of a row gets the same one.
-    row_bias: torch.Tensor | None = None
 
     def map(self, fn) -> INRWeights:
-        """The same weights with ``fn`` applied to every tensor present (a device move, a cast)."""
-        return INRWeights(*(None if t is None else fn(t) for t in self))
+        """The same weights with ``fn`` applied to every tensor (a device move, a cast)."""
+        return INRWeights(*(fn(t) for t in self))
 
 
 def hash32(x: torch.Tensor | int) -> torch.Tensor | int:
@@ -90,14 +86,13 @@ def encode(v: torch.Tensor, num_freqs: int) -> torch.Tensor:
     return torch.cat((v, sincos.flatten(-3)), dim=-1)
 
 
-def head_mlp(e: torch.Tensor, w: INRWeights, h: int, row_bias: torch.Tensor | None = None) -> torch.Tensor:
-    """One head's MLP on encoded rows (R, E) -> (R, O); ``row_bias`` (R, H) is these rows' share of
-    ``w.row_bias``.
+def head_mlp(e: torch.Tensor, w: INRWeights, h: int) -> torch.Tensor:
+    """One head's MLP on encoded rows (R, E) -> (R, O).
 
     Bias adds ride in ``addmm`` and the residual update is one ``addcmul``: at CPU sizes the
     elementwise passes over (R, H) cost as much as the matmuls, so fewer passes is faster.
     """
-    x = torch.addmm(w.b_in[h] if row_bias is None else row_bias + w.b_in[h], e, w.w_in[h]).relu_()
+    x = torch.addmm(w.b_in[h], e, w.w_in[h]).relu_()
     for layer in range(w.w_hidden.shape[1]):
         branch = torch.addmm(w.b_hidden[h, layer], x, w.w_hidden[h, layer]).relu_()
         x = torch.addcmul(x, w.res_scale[h, layer], branch)
@@ -137,11 +132,6 @@ def inr_mean_reference(
             continue
         rows = v[:, lo:hi].reshape(-1, dim)  # (K * R, D)
         per_chunk = max(1, MAX_ROWS_PER_CHUNK // (hi - lo)) * (hi - lo)
-        # Chunks hold whole samples (a multiple of R rows), so every chunk takes the head's row bias as is.
-        bias = None if weights.row_bias is None else weights.row_bias[lo:hi]
-        y = torch.cat([
-            head_mlp(encode(c, num_freqs), weights, h, None if bias is None else bias.repeat(len(c) // (hi - lo), 1))
-            for c in rows.split(per_chunk)
-        ])
+        y = torch.cat([head_mlp(encode(c, num_freqs), weights, h) for c in rows.split(per_chunk)])
         outs.append(y.view(samples, hi - lo, -1).mean(0) * out_scale[lo:hi, None])
     return torch.cat(outs)  # heads cover the rows in order, so this is (N, O)

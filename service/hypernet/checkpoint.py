@@ -84,11 +84,10 @@ class Manifest(BaseModel):
             raise ValueError(f"default_width {self.default_width} outside the allowed range")
         if len(self.preprocess.mean) != self.in_channels or len(self.preprocess.std) != self.in_channels:
             raise ValueError("preprocess mean/std need one value per input channel")
-        heads = head_count(self.scope, self.inr.head_per_block, self.inr.channel_heads)
+        heads = head_count(self.scope, self.inr.head_per_block)
         if self.inr.heads != heads:
             raise ValueError(f"inr.heads is {self.inr.heads}; a {self.scope.value}-scope INR with "
-                             f"head_per_block={self.inr.head_per_block}, channel_heads={self.inr.channel_heads} "
-                             f"has {heads}")
+                             f"head_per_block={self.inr.head_per_block} has {heads}")
         return self
 
 

@@ -51,24 +51,6 @@ class CoordTable:
         """Row boundaries of every generated tensor, in table order: the heads of a per-block INR."""
         return (0, *(s.stop for s in self.slots))
 
-    def band_offsets(self, bands: int) -> tuple[int, ...]:
-        """Row boundaries of ``bands`` output-channel bands per generated tensor, in table order:
-        band g of a tensor with S0 output channels holds the channels whose ratio (a + 0.5) / S0 lies
-        in [g / bands, (g + 1) / bands). Rows are (a, b) row-major, so a band is a contiguous run of
-        rows, and a ratio's band is the same at every width; a band narrower than a channel may be
-        empty (several equal boundaries)."""
-        offsets = [0]
-        for slot in self.slots:
-            s0 = slot.shape[0]
-            per_channel = (slot.stop - slot.start) // s0
-            for g in range(bands):
-                # Channels in bands 0..g: a with (a + 0.5) / S0 < (g + 1) / bands, i.e.
-                # a < (2 S0 (g + 1) / bands - 1) / 2, counted in integers (a ceiling division) so no
-                # float rounding moves a boundary.
-                below = min(s0, max(0, -(-(2 * s0 * (g + 1) - bands) // (2 * bands))))
-                offsets.append(slot.start + per_channel * below)
-        return tuple(offsets)
-
     @property
     def rows(self) -> int:
         return self.coords.shape[0]

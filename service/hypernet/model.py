@@ -11,14 +11,12 @@ from torch import nn
 
 from kernels.memo import TensorMemo
 from kernels.reference import INRWeights, inr_mean_reference
-from service.archs import FULL_WIDTH, ROLES, Scope, morphed_blocks
-from service.hypernet.coords import COORD_DIM, CoordTable, Slot
+from service.archs import ROLES, Scope, morphed_blocks
+from service.hypernet.coords import COORD_DIM, CoordTable
 
-# Widths whose width-dependent INR inputs stay cached outside autograd: band-limited input weights
-# (1.4 MB each at hidden 128) and channel-embedding row biases (up to 16 MB at width 64, hidden 128).
+# Widths whose band-limited input weights (1.4 MB each at hidden 128) stay cached outside autograd.
 KEPT_WIDTHS = 16
 _SCALED_W_IN = TensorMemo(per_source=KEPT_WIDTHS)  # w_in -> {table shape: scaled w_in}
-_ROW_BIAS = TensorMemo(per_source=KEPT_WIDTHS)  # embed -> {table shape: (N, H) row bias}
 
 
 class HyperNetConfig(BaseModel):
@@ -35,16 +33,9 @@ class HyperNetConfig(BaseModel):
     head_per_block: bool = Field(
         False, description="one head per generated tensor (role x block) instead of one per role shared "
                            "by the blocks: more parameters, the same work per row")
-    channel_heads: int = Field(
-        1, ge=1, le=8,
-        description="heads per generated tensor, each owning a contiguous band of its output channels (by "
-                    "channel ratio, so the same band at every width): more parameters, the same work per row")
     band_limit: float = Field(
         0.0, ge=0, le=4.0,
         description="anti-aliasing of the channel-ratio frequencies at narrow widths (0: off); see band_limit_gains")
-    channel_embeddings: bool = Field(
-        False, description="a learned vector per full-width channel of each axis, added to the first layer "
-                           "(box-averaged to narrower widths); see HyperNet.row_bias")
     norm: float = Field(64.0, gt=0, description="divisor of the tensor-size features")
     noise: float = Field(1.0, ge=0, description="coordinate noise, in channels")
     residual_init: float = 0.1
@@ -59,10 +50,6 @@ class HyperNetConfig(BaseModel):
         # share one tensor shape: true only with a head per generated tensor.
         if self.band_limit > 0 and not self.head_per_block:
             raise ValueError("band_limit needs head_per_block (one head per generated tensor)")
-        if self.channel_embeddings and not self.head_per_block:  # a head's embeddings index one tensor's axes
-            raise ValueError("channel_embeddings needs head_per_block (one head per generated tensor)")
-        if self.channel_heads > 1 and (not self.head_per_block or self.channel_embeddings):
-            raise ValueError("channel_heads > 1 needs head_per_block and no channel_embeddings")
         return self
 
 
@@ -84,7 +71,7 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
     c = config
     gains = torch.ones(len(table.slots), c.encoded_dim)
     if c.band_limit == 0:
-        return gains.repeat_interleave(c.channel_heads, dim=0)  # a tensor's channel heads share its gains
+        return gains
     # The sin/cos columns in reference.encode's order, (Hd, F, D, 2), as a view that writes into gains.
     sincos = gains[:, c.coord_dim :].view(len(table.slots), c.num_freqs, c.coord_dim, 2)
     angular = c.band_limit * math.pi * 2.0 ** torch.arange(c.num_freqs, dtype=torch.float64)  # (F,)
@@ -95,27 +82,7 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
             size, full = slot.shape[axis], slot.full_shape[axis]
             gain = torch.exp(-0.5 * angular.square() * (1.0 / size**2 - 1.0 / full**2))  # (F,)
             sincos[h, :, 1 + axis, :] = gain[:, None].float()
-    return gains.repeat_interleave(c.channel_heads, dim=0)  # a tensor's channel heads share its gains
-
-
-def channel_row_bias(embed: torch.Tensor, table: CoordTable) -> torch.Tensor:
-    """(N, H) row bias of ``embed`` (Hd, 2, FULL_WIDTH, H) at ``table``'s width: row (a, b) of head h
-    gets its output channel's vector plus its input channel's, each the box average of the full-width
-    channels it covers (``adaptive_avg_pool1d``; exact at full width). A bias row has only the first."""
-
-    def pooled(head: int, axis: int, slot: Slot) -> torch.Tensor:  # (S, H)
-        grid = embed[head, axis, : slot.full_shape[axis]].t()[None]  # (1, H, S_full)
-        return nn.functional.adaptive_avg_pool1d(grid, slot.shape[axis])[0].t()
-
-    parts = []
-    for h, slot in enumerate(table.slots):
-        out = pooled(h, 0, slot)  # (S0, H)
-        if len(slot.shape) == 1:
-            parts.append(out)
-        else:  # rows are (a, b) row-major, b fast
-            rows = out[:, None, :] + pooled(h, 1, slot)[None, :, :]  # (S0, S1, H)
-            parts.append(rows.flatten(0, 1))
-    return torch.cat(parts)
+    return gains
 
 
 def _at_width(memo: TensorMemo, source: torch.Tensor, table: CoordTable,
@@ -130,10 +97,9 @@ def _at_width(memo: TensorMemo, source: torch.Tensor, table: CoordTable,
     return memo.get(source, table.slots, make)
 
 
-def head_count(scope: Scope | str, head_per_block: bool, channel_heads: int = 1) -> int:
-    """Heads of an INR over ``scope``: one per role, or ``channel_heads`` per generated tensor
-    (role x morphed block x output-channel band)."""
-    return len(ROLES) * (len(morphed_blocks(scope)) * channel_heads if head_per_block else 1)
+def head_count(scope: Scope | str, head_per_block: bool) -> int:
+    """Heads of an INR over ``scope``: one per role, or one per generated tensor (role x morphed block)."""
+    return len(ROLES) * (len(morphed_blocks(scope)) if head_per_block else 1)
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -156,17 +122,10 @@ class HyperNet(nn.Module):
         self.res_scale = nn.Parameter(torch.full((hd, layers), c.residual_init))
         self.w_out = _uniform((hd, h, c.out_dim), h)
         self.b_out = _uniform((hd, c.out_dim), h)
-        if c.channel_embeddings:
-            # (Hd, axis, channel, H): axis 0 output channels, 1 input channels, at full width (a head's
-            # tensor uses the first full_shape[axis] of FULL_WIDTH). Zero: switching them on changes nothing.
-            self.embed = nn.Parameter(torch.zeros(hd, 2, FULL_WIDTH, h))
 
     def head_offsets(self, table: CoordTable) -> list[int]:
-        """Row boundaries of this INR's heads over ``table`` (per role, per generated tensor, or per
-        output-channel band of each generated tensor)."""
-        if not self.config.head_per_block:
-            return list(table.head_offsets)
-        return list(table.band_offsets(self.config.channel_heads))  # one band: the tensors' own boundaries
+        """Row boundaries of this INR's heads over ``table`` (per role, or per generated tensor)."""
+        return list(table.slot_offsets if self.config.head_per_block else table.head_offsets)
 
     def role_heads(self, role: str) -> list[int]:
         """Indices of the heads that generate ``role`` (one, or one per block, in block order)."""
@@ -179,35 +138,10 @@ class HyperNet(nn.Module):
         limiting, each head's input weights are scaled by its gains (``band_limit_gains``), which
         folds the anti-aliasing into the weights so the evaluation math stays the same."""
         c = self.config
-        if table is None and (c.band_limit > 0 or c.channel_embeddings):
-            raise ValueError("this INR's weights depend on the width (band limiting or channel embeddings): "
-                             "pass the table")
-        w_in = self._band_limited_w_in(table) if c.band_limit > 0 else self.w_in
-        row_bias = self.row_bias(table) if c.channel_embeddings else None
-        return INRWeights(w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out,
-                          row_bias)
-
-    def row_bias(self, table: CoordTable) -> torch.Tensor:
-        """(N, H): each row's channel embeddings, out + in, at ``table``'s width.
-
-        A Fourier feature of the channel ratio must be a high frequency to tell neighbouring channels
-        apart at width 64, and such frequencies alias at narrow widths (see ``band_limit_gains``);
-        the generated wide networks end up with few distinct channels. An embedding per full-width
-        channel gives each its own free vector instead (a learned grid, as in instant-NGP), and a
-        narrow network's channel takes the box average of the full-width channels it covers
-        (``adaptive_avg_pool1d``: mip-mapping), so narrow widths train the averages, not the detail."""
-        return _at_width(_ROW_BIAS, self.embed, table, lambda: channel_row_bias(self.embed, table))
-
-    @torch.no_grad()
-    def with_channel_embeddings(self) -> HyperNet:
-        """A copy with (zero) channel embeddings: the same function, and a learned vector per
-        full-width channel for training to grow."""
-        if self.config.channel_embeddings:
-            raise ValueError("this INR already has channel embeddings")
-        grown = HyperNet(self.config.model_copy(update={"channel_embeddings": True}))
-        for name, param in self.named_parameters():
-            getattr(grown, name).copy_(param)
-        return grown.train(self.training)
+        if table is None and c.band_limit > 0:
+            raise ValueError("this INR's weights depend on the width (band limiting): pass the table")
+        w_in = self.w_in if table is None or c.band_limit == 0 else self._band_limited_w_in(table)
+        return INRWeights(w_in, self.b_in, self.w_hidden, self.b_hidden, self.res_scale, self.w_out, self.b_out)
 
     def _band_limited_w_in(self, table: CoordTable) -> torch.Tensor:
         """(Hd, E, H) input weights scaled by ``table``'s gains (kept per width: ``_at_width``)."""
@@ -245,8 +179,6 @@ class HyperNet(nn.Module):
         grown.w_out.zero_()  # (Hd, H, O): only the old units reach the output
         grown.w_out[:, :old] = self.w_out
         grown.b_out.copy_(self.b_out)
-        if self.config.channel_embeddings:
-            grown.embed[..., :old] = self.embed  # (Hd, 2, C, H): the new units' embeddings start at zero
         return grown.train(self.training)
 
     @torch.no_grad()
@@ -257,16 +189,6 @@ class HyperNet(nn.Module):
         if self.config.head_per_block:
             raise ValueError("this INR already has a head per block")
         return self._each_head_repeated(blocks, {"head_per_block": True})
-
-    @torch.no_grad()
-    def split_channels(self, channel_heads: int) -> HyperNet:
-        """A copy with ``channel_heads`` heads per generated tensor that computes exactly the same
-        function: every band starts from its tensor's head, and training lets the bands part
-        (capacity without more work per row, as ``split_per_block``). Only a per-tensor INR splits."""
-        c = self.config
-        if not c.head_per_block or c.channel_heads != 1 or c.channel_embeddings:
-            raise ValueError("only a per-tensor INR (one head per tensor, no channel embeddings) splits by channel")
-        return self._each_head_repeated(channel_heads, {"channel_heads": channel_heads})
 
     def _each_head_repeated(self, times: int, update: dict) -> HyperNet:
         """A copy whose config takes ``update`` and ``times`` as many heads, head h's parameters
@@ -279,8 +201,7 @@ class HyperNet(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"heads={c.heads}{' (per block)' if c.head_per_block else ''}"
-            f"{f' ({c.channel_heads} per tensor)' if c.channel_heads > 1 else ''}, "
+            f"heads={c.heads}{' (per block)' if c.head_per_block else ''}, "
             f"hidden={c.hidden}, layers={c.layers}, num_freqs={c.num_freqs}, "
             f"{f'band_limit={c.band_limit:g}, ' if c.band_limit else ''}"
             f"out_dim={c.out_dim}, params={sum(p.numel() for p in self.parameters()):,}"

@@ -92,8 +92,6 @@ class BatchedINR:
 
     def __init__(self, hn: HyperNet, scope: str, in_channels: int, num_classes: int,
                  max_padding: float | None = None):
-        if hn.config.channel_embeddings:
-            raise ValueError("the batched INR path has no channel embeddings: use the reference path")
         self.hn, self.scope, self.in_channels, self.num_classes = hn, scope, in_channels, num_classes
         # A GPU step is launch-bound: fewer, padded launches win. A CPU step is compute-bound at wide
         # widths: padding's extra rows cost more than the launches they save (docs/BENCHMARKS.md).

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from service.archs import FULL_WIDTH, Scope, block_names, folded_model, inner_widths, param_count
 from service.hypernet import Checkpoint, generate
@@ -74,12 +73,6 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
     se = 100.0 * float(d.std(unbiased=True)) / n ** 0.5 if n > 1 else float("inf")
     return {"diff_pt": round(diff, 3), "ci95_pt": [round(diff - 1.96 * se, 3), round(diff + 1.96 * se, 3)],
             "images": n, "only_generated_right": int((d > 0).sum()), "only_other_right": int((d < 0).sum())}
-
-
-@torch.no_grad()
-def loss_and_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    logits = model(x)
-    return float(F.cross_entropy(logits, y)), 100.0 * float((logits.argmax(1) == y).float().mean())
 
 
 def individual_width(state: dict[str, torch.Tensor], scope: Scope | str) -> int | None:

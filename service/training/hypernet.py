@@ -7,7 +7,6 @@ One step, at a width w drawn uniformly from the training range (the same w on ev
     gen    = scatter(table, inr(table, 1 noisy sample))   the morphed blocks' tensors
     state  = fixed tensors of the base + gen              a folded ResNet20 of width w
     loss   = CE(functional_call(resnet_w, state, x), y)
-           + lambda_rec  * mean_t mean(omega_t * (gen_t - target_t)^2)   omega = |W*| / max|W*|
            + lambda_norm * sum_t ||gen_t||_F
            + lambda_kd   * T^2 KL(softmax(base(x)/T) || softmax(logits/T))   (--lambda-kd, ours)
 
@@ -17,11 +16,9 @@ distribution at every width instead of only the label. ``--precision bf16`` runs
 forward/backward under bfloat16 autocast in channels-last layout (the INR itself stays float32;
 on CUDA its matmuls run as TF32). ``--device auto`` trains on the GPU when torch sees one.
 
-Reconstruction targets at w are the leading channel slices of the permuted full model
-(``--rec-widths all``, our default: the permuted order makes the first channels a good start) or
-only the full model at w = 64 (``--rec-widths full``, the paper). A data-free warm start of
-``--warm-steps`` reconstruction-only steps runs first. The EMA of the INR is validated on the
-VAL split at several widths (K=1, clean) and its best copy is what ``ship.py`` ships.
+The paper's reconstruction term (an MSE to the permuted full model's channel slices) is not part of
+the objective: every shipped recipe trained with it off. The EMA of the INR is validated on the VAL
+split at several widths (K=1, clean) and its best copy is what ``ship.py`` ships.
 
 Speed: the INR runs through ``batched_inr`` (buckets of similar-sized heads, per-width constants
 cached; ``inr_path = "reference"`` runs ``kernels.reference`` instead, the same math), batches are
@@ -59,14 +56,8 @@ from service.training.data import StepBatches
 from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
 from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
-from service.training.inr_start import continued_inr, fresh_fixed, zero_init
-from service.training.objective import (
-    distillation,
-    full_state,
-    generated_tensors,
-    reconstruction_targets,
-    weighted_mse,
-)
+from service.training.inr_start import continued_inr, fresh_fixed, identity_blocks
+from service.training.objective import distillation, full_state, generated_tensors
 from service.training.precision import autocast, hardware, prepare_input, resolve_device, resolve_precision
 from service.training.recipes import check_resumable
 
@@ -107,7 +98,7 @@ class Trainer:
         self.splits = load_splits(cfg)
         torch.manual_seed(cfg.seed)  # identical initial INR on every rank (drawn on the CPU, then moved)
         self.hn = HyperNet(cfg.inr_config()).to(self.device)
-        zero_init(self.hn, cfg.zero_init, cfg.scope, self.in_ch, self.n_cls)
+        identity_blocks(self.hn, cfg.scope, self.in_ch, self.n_cls)
         if cfg.fixed_init == "fresh":
             fresh = fresh_fixed(cfg.scope, self.in_ch, self.n_cls, cfg.seed)
             self.fixed = {**self.base, **{k: v.to(self.device) for k, v in fresh.items()}}
@@ -116,11 +107,7 @@ class Trainer:
             self.hn.load_state_dict(hn.state_dict())
             self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in fixed.items()}}
         self.ema = copy.deepcopy(self.hn).requires_grad_(False)
-        groups = [{"params": [p for n, p in self.hn.named_parameters() if n != "embed"], "lr_scale": 1.0}]
-        if self.hn.config.channel_embeddings:
-            # Grid features learn at their own rate (instant-NGP trains its grids faster than its MLP)
-            # and are not decayed: each is a free vector of one channel, with nothing to shrink toward.
-            groups.append({"params": [self.hn.embed], "lr_scale": cfg.embed_lr_scale, "weight_decay": 0.0})
+        groups = [{"params": list(self.hn.parameters()), "lr_scale": 1.0}]
         self.ema_fixed: dict[str, torch.Tensor] = {}
         if cfg.train_fixed:
             # The non-morphed layers co-adapt to the generated block (ours, not the paper's): they
@@ -142,23 +129,18 @@ class Trainer:
         self.hardware = [hardware(self.device)]  # every machine the run trained on (resumes may move)
         self.batches = StepBatches(self.splits.train, self.splits.info, cfg.batch, cfg.seed, self.world, self.rank,
                                    self.device)
-        batched = cfg.inr_path == "batched" and not self.hn.config.channel_embeddings  # embeddings: reference only
+        batched = cfg.inr_path == "batched"
         self.batched = BatchedINR(self.hn, cfg.scope, self.in_ch, self.n_cls) if batched else None
-        self._targets: dict[int, dict[str, torch.Tensor]] = {}  # reconstruction targets per width
         if self.rank == 0:
             check_resumable(self.out, cfg, force)
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._resume()
 
-    @property
-    def total_steps(self) -> int:
-        return self.cfg.warm_steps + self.cfg.steps
-
     def lr_at(self, step: int) -> float:
         """Linear warm-up (``lr_warmup`` steps) then cosine to 5% of the peak over all steps. Set in steps only,
         so a run's schedule is the same on any machine (``max_minutes`` stops early, it never anneals)."""
-        return warmup_cosine(self.cfg.lr, step, min(1.0, step / max(1, self.total_steps)), self.cfg.lr_warmup)
+        return warmup_cosine(self.cfg.lr, step, min(1.0, step / max(1, self.cfg.steps)), self.cfg.lr_warmup)
 
     def width_at(self, step: int) -> int:
         lo, hi = self.cfg.widths_train
@@ -185,39 +167,29 @@ class Trainer:
         norm = self.batched.norm_sum(plan, out) if self.cfg.lambda_norm > 0 else None
         return scatter(plan.table, out), norm
 
-    def targets(self, width: int) -> dict[str, torch.Tensor]:
-        if width not in self._targets:
-            self._targets[width] = reconstruction_targets(self.base, self.cfg.scope, width, self.in_ch, self.n_cls)
-        return self._targets[width]
-
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """The objective at ``step`` and its parts, as tensors (reading them waits on the device)."""
         cfg, w = self.cfg, self.width_at(step)
         gen, norm = self.generated(w, seed=step + 1)
         parts: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=self.device)
-        warm = step < cfg.warm_steps
-        if cfg.lambda_rec > 0 and (cfg.rec_widths == "all" or w == FULL_WIDTH or warm):
-            parts["rec"] = torch.stack([weighted_mse(gen[k], t) for k, t in self.targets(w).items()]).mean()
-            loss = loss + cfg.lambda_rec * parts["rec"]
-        if norm is not None:
+        if norm is not None:  # the terms are summed in the order they always were: the same bits
             parts["norm"] = norm
             loss = loss + cfg.lambda_norm * norm
-        if not warm:
-            x, y = self.batches.at(step - cfg.warm_steps)
-            state = full_state(self.fixed, gen, cfg.scope, w, self.in_ch, self.n_cls)
-            x = prepare_input(x, cfg.precision)
-            with autocast(cfg.precision, self.device):
-                logits = torch.func.functional_call(self.model(w), state, (x,)).float()
-                if cfg.lambda_kd > 0:
-                    with torch.no_grad():
-                        teacher = self.teacher(x).float()
-            parts["ce"] = F.cross_entropy(logits, y)
-            parts["acc"] = (logits.argmax(1) == y).float().mean() * 100
-            loss = loss + parts["ce"]
+        x, y = self.batches.at(step)
+        state = full_state(self.fixed, gen, cfg.scope, w, self.in_ch, self.n_cls)
+        x = prepare_input(x, cfg.precision)
+        with autocast(cfg.precision, self.device):
+            logits = torch.func.functional_call(self.model(w), state, (x,)).float()
             if cfg.lambda_kd > 0:
-                parts["kd"] = distillation(logits, teacher, cfg.kd_temperature)
-                loss = loss + cfg.lambda_kd * parts["kd"]
+                with torch.no_grad():
+                    teacher = self.teacher(x).float()
+        parts["ce"] = F.cross_entropy(logits, y)
+        parts["acc"] = (logits.argmax(1) == y).float().mean() * 100
+        loss = loss + parts["ce"]
+        if cfg.lambda_kd > 0:
+            parts["kd"] = distillation(logits, teacher, cfg.kd_temperature)
+            loss = loss + cfg.lambda_kd * parts["kd"]
         return loss, {"width": w, **{k: v.detach() for k, v in parts.items()}}
 
     def train_step(self) -> dict[str, Any]:
@@ -307,21 +279,21 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
                    desc=f"hypernet[{cfg.scope}]", dynamic_ncols=True)
         start = time.time() - self.wall
         running: dict[str, list[torch.Tensor]] = {}
         last_save = time.monotonic()
-        while self.step < self.total_steps:
+        while self.step < cfg.steps:
             info = self.train_step()
             self.wall = time.time() - start  # the host's clock: no wait on the device
-            for k in ("ce", "acc", "rec", "kd"):
+            for k in ("ce", "acc", "kd"):
                 if k in info:
                     running.setdefault(k, []).append(info[k])
             bar.update(1)
             at_checkpoint = self.step % cfg.ckpt_every == 0
             out_of_time = at_checkpoint and self._out_of_time(start)
-            done = self.step >= self.total_steps or out_of_time
+            done = self.step >= cfg.steps or out_of_time
             if self.step % cfg.val_every == 0 or done:
                 # The only host reads of the training losses: once per validation, not once per step.
                 train = {f"train_{k}": round(float(torch.stack(v).mean()), 4) for k, v in running.items()}
@@ -331,7 +303,7 @@ class Trainer:
                 bar.set_postfix({"val": f"{sum(accs.values()) / len(accs):.2f}",
                                  **{k: f"{v:.3g}" for k, v in train.items()}})
                 if bar.disable and self.rank == 0:  # no bar (--no-progress, a log file): one line per validation
-                    print(f"step {self.step}/{self.total_steps} wall {self.wall:.0f}s "
+                    print(f"step {self.step}/{cfg.steps} wall {self.wall:.0f}s "
                           f"val {' '.join(f'w{w}:{a:.2f}' for w, a in accs.items())} "
                           f"{' '.join(f'{k}:{v:.3g}' for k, v in train.items())}", flush=True)
             # Checkpoints at most every ckpt_min_seconds: a fast device would otherwise spend its time writing.

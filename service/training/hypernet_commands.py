@@ -19,7 +19,7 @@ from pathlib import Path
 from service.errors import InvalidParameter
 from service.training import recipes
 from service.training.data import DATASETS
-from service.training.hypernet_inputs import FIXED_INITS, INR_PATHS, REC_WIDTHS, SCOPES, WIDTH_SAMPLINGS, ZERO_INITS
+from service.training.hypernet_inputs import FIXED_INITS, INR_PATHS, SCOPES, WIDTH_SAMPLINGS
 from service.training.precision import DEVICES, TRAIN_PRECISIONS, resolve_device
 
 
@@ -36,8 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scope", choices=SCOPES, help="which blocks morph")
     p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--data", help="dataset directory (default: the Debian package's)")
-    p.add_argument("--steps", type=int, help="task steps after the warm start")
-    p.add_argument("--warm-steps", type=int, help="data-free reconstruction-only steps first")
+    p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--batch", type=int, help="images per step per rank")
     p.add_argument("--widths-train", type=int, nargs=2, metavar=("MIN", "MAX"),
                    help="width range sampled per step (default: 16 64)")
@@ -50,26 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="damp channel-ratio frequencies a narrow width cannot sample (0: off; 0.29 = one "
                         "channel's box); exact at full width, so a continuation may switch it on; needs "
                         "--head-per-block")
-    p.add_argument("--channel-embeddings", action="store_true",
-                   help="a learned vector per full-width channel of every generated tensor, box-averaged to "
-                        "narrower widths (needs --head-per-block; with --init-from, added at zero)")
-    p.add_argument("--embed-lr-scale", type=float,
-                   help="the channel embeddings' learning rate relative to --lr")
     p.add_argument("--head-per-block", action="store_true",
                    help="one INR head per generated tensor (role x block) instead of per role: more parameters, "
                         "the same work per step; with --init-from a per-role INR, each block starts from its role's head")
-    p.add_argument("--channel-heads", type=int,
-                   help="heads per generated tensor, each owning a band of its output channels (needs "
-                        "--head-per-block): more parameters, the same work per step; with --init-from a "
-                        "per-tensor INR, every band starts from its tensor's head")
     p.add_argument("--noise", type=float, help="coordinate noise in channels (0 = none)")
-    p.add_argument("--zero-init", choices=ZERO_INITS,
-                   help="INR heads whose output layer starts at zero (conv2: blocks start as identities, "
-                        "conv1 at He scale)")
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-warmup", type=int, help="steps of linear warm-up before the cosine (default 20)")
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--lambda-rec", type=float)
     p.add_argument("--lambda-norm", type=float)
     p.add_argument("--lambda-kd", type=float,
                    help="weight of distillation from the base's logits (0 = off, the paper)")
@@ -87,8 +73,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixed-init", choices=FIXED_INITS,
                    help="base: the fixed layers start as the base's; fresh: Fixup-style (He stem and shortcuts, "
                         "zero classifier), so a fresh INR's identity blocks form a working CNN at once")
-    p.add_argument("--rec-widths", choices=REC_WIDTHS,
-                   help="reconstruct channel slices at every width (all) or only the full model (full)")
     p.add_argument("--clip", type=float, help="gradient-norm clip")
     p.add_argument("--ema-decay", type=float)
     p.add_argument("--val-widths", type=int, nargs="+")

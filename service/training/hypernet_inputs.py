@@ -23,9 +23,7 @@ SCOPES = tuple(s.value for s in Scope)
 # anything the paper morphs to); validation defaults to their ends, ship.py writes them to the manifest.
 SHIPPED_WIDTHS = {Scope.ALL.value: (8, FULL_WIDTH), Scope.LAST.value: (16, FULL_WIDTH)}
 WIDTH_SAMPLINGS = ("uniform", "sandwich")
-ZERO_INITS = ("conv2", "all", "bias", "none")
 FIXED_INITS = ("base", "fresh")
-REC_WIDTHS = ("all", "full")
 INR_PATHS = ("batched", "reference")
 
 
@@ -36,8 +34,7 @@ class TrainConfig:
     scope: str = "all"
     dataset: str = "fashion-mnist"
     data: str | None = None  # dataset root; "synthetic:N" = N random images (tests)
-    steps: int = 2000  # task steps, after the warm start
-    warm_steps: int = 200  # reconstruction-only steps (no data)
+    steps: int = 2000
     batch: int = 128  # per rank
     widths_train: tuple[int, int] = (16, 64)
     width_sampling: str = "uniform"  # "sandwich": steps cycle min, max, uniform (US-Nets' sandwich rule)
@@ -47,13 +44,9 @@ class TrainConfig:
     band_limit: float = 0.0  # anti-aliasing of channel-ratio frequencies at narrow widths (HyperNetConfig)
     noise: float = 1.0
     head_per_block: bool = False
-    channel_heads: int = 1  # heads per generated tensor, by output-channel band (needs head_per_block)
-    channel_embeddings: bool = False  # a learned vector per full-width channel (HyperNetConfig)
-    embed_lr_scale: float = 1.0  # the embeddings' learning rate relative to the INR's
     lr: float = 1e-3
     lr_warmup: int = 20  # steps of linear warm-up before the cosine
     weight_decay: float = 1e-2
-    lambda_rec: float = 1.0
     lambda_norm: float = 1e-4
     lambda_kd: float = 0.0  # weight of the distillation term (0 = off, the paper)
     kd_temperature: float = 2.0
@@ -63,10 +56,8 @@ class TrainConfig:
     train_fixed: bool = False  # also fine-tune the non-morphed layers (shipped as the checkpoint's fixed)
     fixed_lr_scale: float = 0.1  # their learning rate relative to the INR's
     fixed_init: str = "base"  # "fresh": Fixup-style stem, shortcuts and classifier (inr_start.fresh_fixed)
-    rec_widths: str = "all"  # "all": slices at every width; "full": only at w = 64 (paper)
     clip: float = 1.0  # gradient-norm clip
     ema_decay: float = 0.995
-    zero_init: str = "conv2"  # output layers starting at 0: "conv2" (+ He-scaled conv1), "all", "bias", "none"
     val_widths: list[int] = field(default_factory=list)  # empty: a default set for the scope
     val_every: int = 200
     val_limit: int = 2000  # VAL images per width during training
@@ -84,7 +75,7 @@ class TrainConfig:
         # config.json (ship.py) is refused the same way, before any data or weights are read.
         self.widths_train = tuple(self.widths_train)  # type: ignore[assignment]  # JSON gives a list
         for name, allowed in (("scope", SCOPES), ("dataset", DATASETS), ("width_sampling", WIDTH_SAMPLINGS),
-                              ("zero_init", ZERO_INITS), ("rec_widths", REC_WIDTHS), ("precision", TRAIN_PRECISIONS),
+                              ("precision", TRAIN_PRECISIONS),
                               ("inr_path", INR_PATHS), ("fixed_init", FIXED_INITS)):
             if getattr(self, name) not in allowed:
                 raise InvalidParameter(f"{name} = {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
@@ -93,17 +84,14 @@ class TrainConfig:
             raise InvalidParameter(f"widths_train = [{lo}, {hi}]: need 1 <= MIN <= MAX <= {FULL_WIDTH}")
         # (key, holds, what it must be): each message names the key, as the recipe file and --flag spell it.
         rules = (("batch", self.batch >= 1, ">= 1"), ("steps", self.steps >= 0, ">= 0"),
-                 ("warm_steps", self.warm_steps >= 0, ">= 0"), ("lr", self.lr >= 0, ">= 0"),
-                 ("lr_warmup", self.lr_warmup >= 0, ">= 0"),
-                 ("weight_decay", self.weight_decay >= 0, ">= 0"), ("lambda_rec", self.lambda_rec >= 0, ">= 0"),
+                 ("lr", self.lr >= 0, ">= 0"), ("lr_warmup", self.lr_warmup >= 0, ">= 0"),
+                 ("weight_decay", self.weight_decay >= 0, ">= 0"),
                  ("lambda_norm", self.lambda_norm >= 0, ">= 0"), ("lambda_kd", self.lambda_kd >= 0, ">= 0"),
                  ("kd_temperature", self.kd_temperature > 0, "> 0"), ("clip", self.clip > 0, "> 0"),
-                 ("embed_lr_scale", self.embed_lr_scale > 0, "> 0"), ("fixed_lr_scale", self.fixed_lr_scale > 0, "> 0"),
+                 ("fixed_lr_scale", self.fixed_lr_scale > 0, "> 0"),
                  ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"), ("val_every", self.val_every >= 1, ">= 1"),
                  ("val_limit", self.val_limit >= 1, ">= 1"), ("ckpt_every", self.ckpt_every >= 1, ">= 1"),
                  ("ckpt_min_seconds", self.ckpt_min_seconds >= 0, ">= 0"), ("threads", self.threads >= 1, ">= 1"),
-                 ("warm_steps", self.warm_steps == 0 or self.lambda_rec > 0,
-                  "0 when lambda_rec is 0 (warm steps only reconstruct)"),
                  ("fixed_init", self.fixed_init == "base" or self.train_fixed,
                   "'base' unless train_fixed is true (fresh fixed layers must learn, and ship)"))
         for key, holds, must in rules:
@@ -119,9 +107,8 @@ class TrainConfig:
         try:
             return HyperNetConfig(hidden=self.hidden, layers=self.layers, num_freqs=self.freqs, noise=self.noise,
                                   band_limit=self.band_limit,
-                                  heads=head_count(self.scope, self.head_per_block, self.channel_heads),
-                                  head_per_block=self.head_per_block, channel_heads=self.channel_heads,
-                                  channel_embeddings=self.channel_embeddings)
+                                  heads=head_count(self.scope, self.head_per_block),
+                                  head_per_block=self.head_per_block)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise InvalidParameter(f"INR shape: {exc}") from exc
 

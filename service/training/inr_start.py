@@ -1,4 +1,4 @@
-"""How a run starts: its INR fresh, with chosen heads' output layers at zero (``--zero-init``), or
+"""How a run starts: its INR fresh, its blocks starting as identities (``identity_blocks``), or
 continued from a shipped checkpoint (``--init-from``), grown to this run's INR shape first; its
 fixed layers the base's, or fresh (``--fixed-init fresh``, see ``fresh_fixed``)."""
 
@@ -8,31 +8,25 @@ import math
 
 import torch
 
-from service.archs import FULL_WIDTH, ROLES, tensor_specs
+from service.archs import FULL_WIDTH, tensor_specs
 from service.hypernet import HyperNet, HyperNetConfig
 from service.training.objective import generated_tensors
 
-# Heads whose output layer starts at zero, per --zero-init mode. "all": every morphed block starts as
-# the identity (relu(0 + x) = x for x >= 0), so the fixed layers alone form a working network; random
-# outputs start the blocks with random biases that kill the ReLUs (measured: CE stuck at ln 10 = 2.30
-# for 60+ steps). "bias": only the bias heads start at 0, the weight heads keep their random init.
-# "conv2" (the one that trains): conv2 heads start at 0 so blocks start as identities, and conv1
-# weights start at He scale. Zeroing both convs is a saddle: conv1 gets no gradient through a zero
-# conv2, conv2 none from a zero conv1 (measured: CE flat at 2.29).
-ZEROED_ROLES = {"all": ROLES, "bias": ("conv1.bias", "conv2.bias"),
-                "conv2": ("conv1.bias", "conv2.weight", "conv2.bias")}
+# Heads whose output layer starts at zero: the conv2 heads (and conv1's bias), so every morphed block
+# starts as the identity and the fixed layers alone form a working network, while conv1's weights
+# start at He scale. Random outputs start the blocks with random biases that kill the ReLUs (measured:
+# CE stuck at ln 10 = 2.30 for 60+ steps); zeroing both convs is a saddle: conv1 gets no gradient
+# through a zero conv2, conv2 none from a zero conv1 (measured: CE flat at 2.29).
+ZEROED_ROLES = ("conv1.bias", "conv2.weight", "conv2.bias")
 
 
 @torch.no_grad()
-def zero_init(hn: HyperNet, mode: str, scope: str, in_channels: int, num_classes: int) -> None:
-    """Zero the output layers of ``mode``'s heads (see ZEROED_ROLES); "none" leaves ``hn`` as it is."""
-    if mode == "none":
-        return
-    heads = [h for role in ZEROED_ROLES[mode] for h in hn.role_heads(role)]
+def identity_blocks(hn: HyperNet, scope: str, in_channels: int, num_classes: int) -> None:
+    """Start ``hn``'s blocks as identities: ZEROED_ROLES' output layers at zero, conv1 at He scale."""
+    heads = [h for role in ZEROED_ROLES for h in hn.role_heads(role)]
     hn.w_out[heads] = 0.0
     hn.b_out[heads] = 0.0
-    if mode == "conv2":
-        _he_scale_conv1(hn, scope, in_channels, num_classes)
+    _he_scale_conv1(hn, scope, in_channels, num_classes)
 
 
 @torch.no_grad()
@@ -51,38 +45,31 @@ def continued_inr(path: str, wanted: HyperNetConfig, scope: str, seed: int) -> t
     """A shipped checkpoint's INR, grown to ``wanted``, and its fixed layers (the INR was trained
     against those, so they replace the base's; the base stays the teacher).
 
-    A wider hidden grows the saved INR (Net2Net), a head per block splits its role heads and channel
-    heads its tensors' heads: all keep the same function, with more capacity. Noise may change (it
-    scales the coordinate jitter, not any weight's shape), and so may the band limit (exact at full
-    width, a change only at narrower ones); channel embeddings are added at zero (the same function).
+    A wider hidden grows the saved INR (Net2Net) and a head per block splits its role heads: both keep
+    the same function, with more capacity. Noise may change (it scales the coordinate jitter, not any
+    weight's shape), and so may the band limit (exact at full width, a change only at narrower ones).
     Any other difference is refused."""
     from service.hypernet import load_checkpoint
 
     ckpt = load_checkpoint(path)
     saved = ckpt.manifest.inr
     split = wanted.head_per_block and not saved.head_per_block
-    bands = wanted.channel_heads > 1 and saved.channel_heads == 1
-    update = {"hidden": wanted.hidden, "noise": wanted.noise, "band_limit": wanted.band_limit,
-              "channel_embeddings": saved.channel_embeddings or wanted.channel_embeddings}
-    if split or bands:
-        update |= {"heads": wanted.heads, "head_per_block": True, "channel_heads": wanted.channel_heads}
+    update = {"hidden": wanted.hidden, "noise": wanted.noise, "band_limit": wanted.band_limit}
+    if split:
+        update |= {"heads": wanted.heads, "head_per_block": True}
     if saved.model_copy(update=update) != wanted or saved.hidden > wanted.hidden or ckpt.manifest.scope.value != scope:
         raise ValueError(f"{path} holds a {ckpt.manifest.scope.value}-scope INR {saved}; "
                          f"this run trains a {scope}-scope {wanted}")
     hn = ckpt.hypernet.widened(wanted.hidden, seed=seed)
     if split:
-        hn = hn.split_per_block(wanted.heads // wanted.channel_heads // saved.heads)
-    if bands:
-        hn = hn.split_channels(wanted.channel_heads)
-    if wanted.channel_embeddings and not hn.config.channel_embeddings:
-        hn = hn.with_channel_embeddings()
+        hn = hn.split_per_block(wanted.heads // saved.heads)
     return hn, ckpt.fixed
 
 
 @torch.no_grad()
 def fresh_fixed(scope: str, in_channels: int, num_classes: int, seed: int) -> dict[str, torch.Tensor]:
     """Fixup-style fixed layers (Zhang et al., 2019): He-initialised stem and shortcut convolutions,
-    zero biases and a zero classifier. With the blocks starting as identities (``--zero-init conv2``)
+    zero biases and a zero classifier. With the blocks starting as identities (``identity_blocks``)
     the untrained network is then a small working CNN (stem, two strided 1x1 convolutions, pooling,
     classifier) with unit-scale features, which the task loss trains at once. The base's own fixed
     layers expect its trained blocks: behind identity blocks their features are ~100x too small

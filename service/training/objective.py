@@ -9,21 +9,6 @@ import torch.nn.functional as F
 
 from service.archs import tensor_specs
 from service.hypernet import HyperNet, coord_table, scatter
-from service.training.baselines import leading_slice
-
-
-def reconstruction_targets(
-    base: dict[str, torch.Tensor], scope: str, width: int, in_channels: int, num_classes: int
-) -> dict[str, torch.Tensor]:
-    """Targets of the generated tensors at ``width``: leading channel slices of the full model."""
-    specs = tensor_specs(scope, width, in_channels, num_classes)
-    return {s.name: leading_slice(base[s.name], s.shape) for s in specs if s.role}
-
-
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """NeuMeta's magnitude-weighted MSE: mean(omega * (pred - target)^2), omega = |W*|/max|W*|."""
-    mag = target.abs() + 1e-6
-    return ((pred - target).square() * (mag / mag.max())).mean()
 
 
 def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -31,7 +31,6 @@ from service.training.evaluate import accuracy, percent_correct
 from service.training.hypernet_inputs import SHIPPED_WIDTHS, TrainConfig, load_base, load_splits
 
 ARCH_IDS = {"all": "resnet20", "last": "resnet20-last"}
-HARDWARE = "2-core CPU (shared dev box), torch CPU"  # runs saved before last.pt recorded it
 MAX_BYTES = 20 * 1024 * 1024
 # Least fraction of VAL predictions that must change when the generated conv2 weights are zeroed.
 # Measured on 1,000 VAL images: 0.0% for a `last` INR whose block was switched off, 85-90% for
@@ -43,8 +42,8 @@ MIN_CHANGED = 0.01
 def load_run(run: Path) -> tuple[TrainConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """(config, best EMA state_dict, summary) of a training run directory."""
     raw = json.loads((run / "config.json").read_text())
-    if "zero_init_out" in raw:  # runs started before zero_init took a head selection
-        raw["zero_init"] = "all" if raw.pop("zero_init_out") else "none"
+    # Keys of retired options (zero_init, lambda_rec, channel_heads, ...) in a run's saved config are
+    # dropped: ship only reads the INR shape and the scope from it.
     known = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in raw.items() if k in known})
     weights = run / "best_ema.safetensors"
@@ -56,7 +55,7 @@ def load_run(run: Path) -> tuple[TrainConfig, dict[str, torch.Tensor], dict[str,
     if last.is_file():
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         summary = {"steps_done": ckpt["step"], "wall_s": round(ckpt["wall"], 1), "best": ckpt["best"],
-                   "hardware": ", ".join(ckpt.get("hardware", [])) or HARDWARE}
+                   "hardware": ", ".join(ckpt["hardware"])}
     command = run / "command.txt"
     summary["command"] = command.read_text().strip() if command.is_file() else None
     return cfg, state, summary
@@ -77,13 +76,12 @@ def build_manifest(cfg: TrainConfig, splits_info: Any, base_meta: dict[str, Any]
         permutation=base_meta.get("permutation", {"applied": False}),
         training={
             "recipe": {k: v for k, v in cfg.__dict__.items() if k not in ("out", "progress", "base", "data")},
-            "objective": "CE at a width sampled per step + lambda_rec * magnitude-weighted MSE to the permuted "
-                         f"full model's channel slices (rec_widths={cfg.rec_widths}) + lambda_norm * sum ||W||_F"
+            "objective": "CE at a width sampled per step + lambda_norm * sum ||W||_F"
                          + (f" + lambda_kd * T^2 KL(base logits || generated logits), T={cfg.kd_temperature}"
                             if cfg.lambda_kd > 0 else ""),
             "command": summary.get("command"), "steps_done": summary.get("steps_done"),
             **{k: summary[k] for k in ("continued_from", "fixed_layers", "block_ablation") if k in summary},
-            "wall_time_s": summary.get("wall_s"), "hardware": summary.get("hardware", HARDWARE),
+            "wall_time_s": summary.get("wall_s"), "hardware": summary.get("hardware"),
             "selected": summary.get("best"), "default_samples_selection": samples_report,
             "base_model": {k: v for k, v in base_meta.get("sidecar", {}).items()
                            if k in ("val_acc", "test_acc", "best_epoch", "epochs", "steps", "wall_s", "recipe",

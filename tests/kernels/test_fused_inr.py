@@ -159,46 +159,17 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
         fused_inr_mean(coords, jitter, scale, weights=weights, **args)
 
 
-@pytest.mark.parametrize(
-    "rows, heads, hidden, samples",
-    [(1, 1, 16, 1), (127, 3, 48, 3), (1000, 4, 64, 7), (300, 2, 256, 2)],  # 48: padded; 256: two halves
-)
-def test_a_row_bias_is_added_to_each_rows_first_layer(rows, heads, hidden, samples):
-    weights = random_weights(heads, 5, 3, hidden, 1, 9)
-    coords, jitter, scale, offsets = random_table(rows, heads)
-    bias = torch.randn(rows, hidden, generator=torch.Generator().manual_seed(3)).to(DEVICE)
-    with_bias = weights._replace(row_bias=bias)
-    got = fused_inr_mean(coords, jitter, scale, offsets, with_bias, 3, samples, seed=5)
-    want = inr_mean_reference(coords, jitter, scale, offsets, with_bias, 3, samples, seed=5)
-    assert (got - want).abs().max().item() <= 1e-5
-    # ...and it is not ignored: without it the outputs differ.
-    assert (got - fused_inr_mean(coords, jitter, scale, offsets, weights, 3, samples, seed=5)).abs().max() > 1e-3
-
-
-def test_a_row_bias_of_the_wrong_shape_is_refused():
-    weights = random_weights(1, 5, 3, 16, 1, 9)
-    coords, jitter, scale, offsets = random_table(10, 1)
-    with pytest.raises(ValueError, match="row_bias"):
-        fused_inr_mean(coords, jitter, scale, offsets, weights._replace(row_bias=torch.zeros(9, 16)), 3)
-
-
-@pytest.mark.parametrize("inr_kind", [None, "per-block", "band-limited", "channel-embeddings", "channel-heads"])
+@pytest.mark.parametrize("inr_kind", [None, "per-block", "band-limited"])
 def test_real_coordinate_table_of_a_tiny_checkpoint(tiny_ckpt_path, tmp_path, inr_kind):
     from service.hypernet import HyperNetConfig, load_checkpoint
     from service.hypernet.generate import table_for
     from tests.factories import tiny_checkpoint
 
     if inr_kind is not None:  # 36 heads, the bias heads only a few rows each: many short tiles in the schedule
-        # channel heads: 4 bands per tensor, 144 heads, some empty at width 24 (layer1: 6 inner channels)
-        bands = 4 if inr_kind == "channel-heads" else 1
-        inr = HyperNetConfig(hidden=16, layers=1, num_freqs=2, heads=36 * bands, head_per_block=True,
-                             channel_heads=bands, band_limit=0.29 if inr_kind == "band-limited" else 0.0,
-                             channel_embeddings=inr_kind == "channel-embeddings")
+        inr = HyperNetConfig(hidden=16, layers=1, num_freqs=2, heads=36, head_per_block=True,
+                             band_limit=0.29 if inr_kind == "band-limited" else 0.0)
         tiny_ckpt_path = tiny_checkpoint(tmp_path / "per-block.safetensors", inr=inr)
     ckpt = load_checkpoint(tiny_ckpt_path)
-    if inr_kind == "channel-embeddings":
-        with torch.no_grad():
-            ckpt.hypernet.embed.normal_()  # saved at zero, as a continuation starts
     table = table_for(ckpt, 24)
     weights = ckpt.hypernet.weights(table).map(lambda t: t.to(DEVICE))
     args = [t.to(DEVICE) for t in (table.coords, table.jitter, table.out_scale)]

@@ -15,13 +15,12 @@ SHAPES = {
     "per-tensor, band-limited, noisy": dict(head_per_block=True, band_limit=0.2887, noise=1.0),
     "per-tensor, clean (the shipped shape)": dict(head_per_block=True, band_limit=0.2887, noise=0.0),
     "per-role": dict(head_per_block=False, noise=1.0),
-    "channel heads (some empty)": dict(head_per_block=True, channel_heads=3, noise=0.5),
 }
 
 
 def inr(shape: dict, seed: int = 0) -> HyperNet:
     torch.manual_seed(seed)
-    heads = head_count("all", shape["head_per_block"], shape.get("channel_heads", 1))
+    heads = head_count("all", shape["head_per_block"])
     hn = HyperNet(HyperNetConfig(hidden=24, layers=2, num_freqs=4, heads=heads, **shape))
     with torch.no_grad():  # non-trivial residual scales and biases, so every parameter matters
         for p in hn.parameters():
@@ -112,10 +111,3 @@ def test_heads_bucket_by_size_with_short_heads_padded_and_empty_heads_left_out()
     assert len(padded.buckets) == 5 and padded.table.rows < len(padded.gather) < 1.15 * padded.table.rows
     on_cpu = BatchedINR(hn, "all", 1, 10).plan(64)
     assert len(on_cpu.buckets) == 8 and len(on_cpu.gather) == on_cpu.table.rows
-
-
-def test_channel_embeddings_are_refused():
-    hn = HyperNet(HyperNetConfig(hidden=8, layers=1, num_freqs=2, heads=36, head_per_block=True,
-                                 channel_embeddings=True))
-    with pytest.raises(ValueError, match="reference path"):
-        BatchedINR(hn, "all", 1, 10)

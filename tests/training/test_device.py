@@ -82,7 +82,7 @@ def test_runs_record_the_precision_auto_resolved_to_and_resume_with_it(tmp_path,
     assert sidecar["finished"] and sidecar["recipe"]["precision"] == "bf16"
     fresh = train(replace(cfg, out=str(tmp_path / "fresh")), splits, command="test")
     assert fresh["recipe"]["precision"] == native
-    assert Trainer(tiny_config(tmp_path, steps=0, warm_steps=0)).cfg.precision == native
+    assert Trainer(tiny_config(tmp_path, steps=0)).cfg.precision == native
 
 
 def test_coordinate_tables_are_cached_per_device():

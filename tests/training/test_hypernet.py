@@ -1,4 +1,4 @@
-"""INR training: objective, gradients, resume, reconstruction targets, shipping. Tiny INR, synthetic data."""
+"""INR training: objective, gradients, resume, shipping. Tiny INR, synthetic data."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from service.archs import ResNet20, fold_batchnorm, tensor_specs
+from service.archs import ResNet20, fold_batchnorm
 from service.hypernet import generate, load_checkpoint
 from service.training.distributed import weights_digest
 from service.training.hypernet import TrainConfig, Trainer
-from service.training.objective import distillation, generated_tensors, reconstruction_targets, weighted_mse
+from service.training.objective import distillation, generated_tensors
 from service.training.ship import ship
 
 
@@ -36,7 +36,7 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
     if not base.exists():
         tiny_base(base)
     fields = {
-        "base": str(base), "out": str(tmp_path / "run"), "data": "synthetic:64", "steps": 2, "warm_steps": 1,
+        "base": str(base), "out": str(tmp_path / "run"), "data": "synthetic:64", "steps": 2,
         "batch": 8, "hidden": 16, "layers": 1, "freqs": 2, "val_widths": [16, 64], "val_limit": 16,
         "val_every": 1000, "ckpt_every": 1, "progress": False, "device": "cpu",
     }
@@ -44,17 +44,9 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
     return TrainConfig(**fields)
 
 
-def test_generated_blocks_can_start_at_zero_so_the_output_layer_learns_first(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, zero_init="all"))
-    loss, info = trainer.loss(0)
-    assert info["norm"] == 0.0  # every generated tensor is 0: each block starts as the identity
-    loss.backward()
-    assert trainer.hn.w_out.grad.abs().sum() > 0 and torch.isfinite(trainer.hn.w_out.grad).all()
-
-
 @pytest.mark.parametrize("per_block", [False, True], ids=["head-per-role", "head-per-block"])
 def test_default_init_starts_blocks_as_identities_with_he_scaled_conv1(tmp_path, per_block):
-    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, head_per_block=per_block))
+    trainer = Trainer(tiny_config(tmp_path, head_per_block=per_block))
     assert trainer.hn.config.heads == (36 if per_block else 4)
     gen = generated_tensors(trainer.hn, "all", 64, 1, 10, seed=None)
     for name, t in gen.items():
@@ -68,11 +60,11 @@ def test_default_init_starts_blocks_as_identities_with_he_scaled_conv1(tmp_path,
 
 
 def test_a_task_step_gives_finite_nonzero_grads_for_every_inr_parameter(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, steps=3))
+    trainer = Trainer(tiny_config(tmp_path, steps=3))
     trainer.train_step()  # moves the zero-initialised output layer, so gradients reach every layer
     trainer.opt.zero_grad()
     loss, info = trainer.loss(1)
-    assert "ce" in info and "rec" in info and torch.isfinite(loss)
+    assert "ce" in info and torch.isfinite(loss)
     loss.backward()
     for name, p in trainer.hn.named_parameters():
         assert p.grad is not None, name
@@ -93,7 +85,7 @@ def test_distillation_is_zero_only_when_the_student_matches_the_teacher():
 
 @pytest.mark.filterwarnings("ignore:--precision bf16:RuntimeWarning")  # emulated on AVX2-only CPUs
 def test_distilled_bf16_step_trains_every_inr_parameter(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, warm_steps=0, steps=3, lambda_kd=1.0, precision="bf16"))
+    trainer = Trainer(tiny_config(tmp_path, steps=3, lambda_kd=1.0, precision="bf16"))
     trainer.train_step()
     trainer.opt.zero_grad()
     loss, info = trainer.loss(1)
@@ -103,25 +95,15 @@ def test_distilled_bf16_step_trains_every_inr_parameter(tmp_path):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_warm_start_steps_reduce_the_reconstruction_loss(tmp_path):
-    cfg = tiny_config(tmp_path, warm_steps=40, steps=0, lr=1e-2, widths_train=(32, 32))
-    trainer = Trainer(cfg)
-    first = trainer.loss(0)[1]
-    assert "ce" not in first  # data-free phase
-    for _ in range(40):
-        trainer.train_step()
-    assert trainer.loss(1)[1]["rec"] < 0.9 * first["rec"]
-
-
 def test_without_a_bar_each_validation_prints_one_progress_line(tmp_path, capsys):
-    Trainer(tiny_config(tmp_path, steps=2, warm_steps=0, val_every=1)).run()  # progress=False: a log file
+    Trainer(tiny_config(tmp_path, steps=2, val_every=1)).run()  # progress=False: a log file
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
     assert all(" val w16:" in line and " w64:" in line and "train_ce:" in line for line in lines)
 
 
 def test_resume_restores_step_weights_and_ema(tmp_path):
-    cfg = tiny_config(tmp_path, steps=3, warm_steps=1)
+    cfg = tiny_config(tmp_path, steps=4)
     first = Trainer(cfg)
     for _ in range(2):
         first.train_step()
@@ -135,35 +117,8 @@ def test_resume_restores_step_weights_and_ema(tmp_path):
     assert result["step"] == 4 and (tmp_path / "run" / "best_ema.safetensors").is_file()
 
 
-def test_reconstruction_targets_are_leading_channel_slices(tmp_path):
-    base = tiny_base(tmp_path / "b.safetensors")
-    targets = reconstruction_targets(base, "all", 32, 1, 10)
-    specs = {s.name: s for s in tensor_specs("all", 32, 1, 10) if s.role}
-    assert set(targets) == set(specs)
-    for name, t in targets.items():
-        assert tuple(t.shape) == specs[name].shape
-    # layer2.1: stage width 32 -> inner 16 at width 32
-    assert torch.equal(targets["layer2.1.conv1.weight"], base["layer2.1.conv1.weight"][:16])
-    assert torch.equal(targets["layer2.1.conv1.bias"], base["layer2.1.conv1.bias"][:16])
-    assert torch.equal(targets["layer2.1.conv2.weight"], base["layer2.1.conv2.weight"][:, :16])
-    assert torch.equal(targets["layer2.1.conv2.bias"], base["layer2.1.conv2.bias"])
-    full = reconstruction_targets(base, "all", 64, 1, 10)
-    assert all(torch.equal(t, base[k]) for k, t in full.items())
-    last = reconstruction_targets(base, "last", 20, 1, 10)
-    assert sorted(last) == sorted(f"layer3.2.{r}" for r in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"))
-    assert torch.equal(last["layer3.2.conv2.weight"], base["layer3.2.conv2.weight"][:, :20])
-
-
-def test_weighted_mse_weights_errors_by_target_magnitude():
-    target = torch.tensor([1.0, 0.01])
-    assert weighted_mse(target, target) == 0
-    err_on_big = weighted_mse(target + torch.tensor([0.1, 0.0]), target)
-    err_on_small = weighted_mse(target + torch.tensor([0.0, 0.1]), target)
-    assert err_on_big > 50 * err_on_small
-
-
 def test_ship_writes_a_checkpoint_the_service_loads_and_generates_from(tmp_path):
-    cfg = tiny_config(tmp_path, steps=2, warm_steps=1, scope="last", widths_train=(16, 64))
+    cfg = tiny_config(tmp_path, steps=3, scope="last", widths_train=(16, 64))
     Trainer(cfg).run()
     out = tmp_path / "ship" / "resnet20-fmnist-last.safetensors"
     ship(tmp_path / "run", tmp_path / "base.safetensors", out, samples=1, threads=1, allow_inert=True)
@@ -180,13 +135,13 @@ def test_ship_writes_a_checkpoint_the_service_loads_and_generates_from(tmp_path)
 
 
 def test_a_continued_checkpoint_keeps_its_inr_and_fixed_layers_and_a_new_base_teaches(tmp_path):
-    Trainer(tiny_config(tmp_path, steps=2, warm_steps=0, scope="last")).run()
+    Trainer(tiny_config(tmp_path, steps=2, scope="last")).run()
     old = tmp_path / "old.safetensors"
     ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1, allow_inert=True)
     prior = load_checkpoint(old)
     teacher = tiny_base(tmp_path / "teacher.safetensors", seed=1)  # a different (better) base
     cfg = tiny_config(tmp_path, base=str(tmp_path / "teacher.safetensors"), out=str(tmp_path / "cont"), steps=1,
-                      warm_steps=0, scope="last", init_from=str(old), lambda_kd=1.0, lambda_rec=0.0)
+                      scope="last", init_from=str(old), lambda_kd=1.0)
     trainer = Trainer(cfg)
     for name, tensor in prior.hypernet.state_dict().items():
         assert torch.equal(trainer.hn.state_dict()[name], tensor), name
@@ -203,7 +158,7 @@ def test_a_continued_checkpoint_keeps_its_inr_and_fixed_layers_and_a_new_base_te
 
 def shipped_tiny(tmp_path, scope: str = "last"):
     """A one-step run of ``scope`` shipped as a checkpoint to continue from: its path."""
-    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope=scope)).run()
+    Trainer(tiny_config(tmp_path, steps=1, scope=scope)).run()
     old = tmp_path / "old.safetensors"
     ship(tmp_path / "run", tmp_path / "base.safetensors", old, samples=1, threads=1, allow_inert=True)
     return old
@@ -212,7 +167,7 @@ def shipped_tiny(tmp_path, scope: str = "last"):
 def test_a_larger_hidden_grows_the_continued_inr_without_changing_what_it_generates(tmp_path):
     old = shipped_tiny(tmp_path)
     prior = load_checkpoint(old)
-    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "grow"), hidden=24, steps=1, warm_steps=0,
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "grow"), hidden=24, steps=1,
                                   scope="last", init_from=str(old)))
     assert trainer.hn.config.hidden == 24
     before = generated_tensors(prior.hypernet, "last", 20, 1, 10, seed=None)
@@ -243,7 +198,7 @@ def test_head_per_block_splits_a_continued_inr_without_changing_what_it_generate
     old = shipped_tiny(tmp_path, scope="all")
     prior = load_checkpoint(old)
     trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "split"), head_per_block=True, steps=2,
-                                  warm_steps=0, init_from=str(old)))
+                                  init_from=str(old)))
     assert trainer.hn.config.heads == 36
     before = generated_tensors(prior.hypernet, "all", 24, 1, 10, seed=None)
     after = generated_tensors(trainer.hn, "all", 24, 1, 10, seed=None)
@@ -265,7 +220,7 @@ def test_band_limiting_switched_on_in_a_continuation_keeps_full_width_and_ships(
     old = shipped_tiny(tmp_path, scope="all")
     prior = load_checkpoint(old)
     trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "bl"), head_per_block=True, band_limit=0.29,
-                                  steps=2, warm_steps=0, init_from=str(old)))
+                                  steps=2, init_from=str(old)))
     assert trainer.hn.config.band_limit == 0.29
     for width, same in ((64, True), (16, False)):
         before = generated_tensors(prior.hypernet, "all", width, 1, 10, seed=None)
@@ -277,42 +232,6 @@ def test_band_limiting_switched_on_in_a_continuation_keeps_full_width_and_ships(
     assert load_checkpoint(new).manifest.inr.band_limit == 0.29
 
 
-def test_channel_embeddings_added_in_a_continuation_keep_every_width_learn_and_ship(tmp_path):
-    old = shipped_tiny(tmp_path, scope="all")
-    prior = load_checkpoint(old)
-    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "ce"), head_per_block=True, channel_embeddings=True,
-                                  steps=2, warm_steps=0, lr=1e-2, embed_lr_scale=5.0, init_from=str(old)))
-    groups = [g for g in trainer.opt.param_groups if any(p is trainer.hn.embed for p in g["params"])]
-    assert [(len(g["params"]), g["lr_scale"], g["weight_decay"]) for g in groups] == [(1, 5.0, 0.0)]
-    for width in (8, 64):
-        before = generated_tensors(prior.hypernet, "all", width, 1, 10, seed=None)
-        after = generated_tensors(trainer.hn, "all", width, 1, 10, seed=None)
-        assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before)
-    trainer.run()
-    assert torch.any(trainer.hn.embed)  # they get gradients and move off zero
-    new = tmp_path / "ce.safetensors"
-    ship(tmp_path / "ce", tmp_path / "base.safetensors", new, samples=1, threads=1, allow_inert=True)
-    assert load_checkpoint(new).manifest.inr.channel_embeddings
-
-
-def test_channel_heads_split_in_a_continuation_keep_every_width_part_and_ship(tmp_path):
-    old = shipped_tiny(tmp_path, scope="all")  # one head per role: split per block, then per band
-    prior = load_checkpoint(old)
-    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "bands"), head_per_block=True, channel_heads=2,
-                                  steps=2, warm_steps=0, lr=1e-2, init_from=str(old)))
-    assert trainer.hn.config.heads == 2 * 4 * 9
-    for width in (8, 64):
-        before = generated_tensors(prior.hypernet, "all", width, 1, 10, seed=None)
-        after = generated_tensors(trainer.hn, "all", width, 1, 10, seed=None)
-        assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before)
-    trainer.run()
-    w = trainer.hn.w_hidden.detach()
-    assert not torch.equal(w[0::2], w[1::2])  # the two bands of each tensor moved apart
-    new = tmp_path / "bands.safetensors"
-    ship(tmp_path / "bands", tmp_path / "base.safetensors", new, samples=1, threads=1, allow_inert=True)
-    assert load_checkpoint(new).manifest.inr.channel_heads == 2
-
-
 def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
     old = shipped_tiny(tmp_path)
     with pytest.raises(ValueError, match="last-scope"):
@@ -320,7 +239,7 @@ def test_continuing_a_checkpoint_of_another_scope_is_refused(tmp_path):
 
 
 def test_train_fixed_co_trains_the_other_layers_and_ships_them_while_the_teacher_stays(tmp_path):
-    cfg = tiny_config(tmp_path, steps=3, warm_steps=0, scope="last", lambda_kd=1.0, train_fixed=True, lr=1e-2)
+    cfg = tiny_config(tmp_path, steps=3, scope="last", lambda_kd=1.0, train_fixed=True, lr=1e-2)
     trainer = Trainer(cfg)
     before = trainer.fixed["layer1.0.conv1.weight"].detach().clone()
     trainer.run()

@@ -18,8 +18,6 @@ def config(**overrides) -> TrainConfig:
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("width_sampling", "sandwhich", "width_sampling = 'sandwhich': expected one of uniform, sandwich"),
     ("scope", "middle", "scope = 'middle'"),
-    ("rec_widths", "half", "rec_widths = 'half'"),
-    ("zero_init", "conv1", "zero_init = 'conv1'"),
     ("precision", "fp16", "precision = 'fp16'"),
     ("dataset", "mnist", "dataset = 'mnist'"),
     ("widths_train", (40, 20), "widths_train = [40, 20]: need 1 <= MIN <= MAX <= 64"),

@@ -66,8 +66,8 @@ def test_the_cli_trains_from_a_recipe_and_ship_records_it(tmp_path, capsys):
 
     tiny_base(tmp_path / "base.safetensors")
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text('scope = "last"\nhidden = 16\nlayers = 1\nfreqs = 2\nsteps = 2\nwarm_steps = 0\n'
-                      "lambda_rec = 0.0\nlr = 0.0\nval_widths = [16, 64]\nval_limit = 16\n")
+    recipe.write_text('scope = "last"\nhidden = 16\nlayers = 1\nfreqs = 2\nsteps = 2\n'
+                      "lr = 0.0\nval_widths = [16, 64]\nval_limit = 16\n")
     run = tmp_path / "run"
     argv = ["train", "hypernet", "--recipe", str(recipe), "--base", str(tmp_path / "base.safetensors"),
             "--out", str(run), "--data", "synthetic:64", "--batch", "8", "--device", "cpu", "--no-progress"]

@@ -14,7 +14,7 @@ from tests.training.test_hypernet import tiny_config
 def test_ship_refuses_a_checkpoint_whose_generated_blocks_are_switched_off(tmp_path, capsys):
     # conv2 heads at zero and a step at lr 0: every generated block is the identity at every width,
     # the shape a co-trained run collapsed into on the H100 (docs/MODEL_CARD.md, "Tried and not kept").
-    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last", lr=0.0)).run()
+    Trainer(tiny_config(tmp_path, steps=1, scope="last", lr=0.0)).run()
     out = tmp_path / "inert.safetensors"
     with pytest.raises(ValueError, match="switched off at widths 16, 64"):
         ship(tmp_path / "run", tmp_path / "base.safetensors", out, samples=1, threads=1)
@@ -50,7 +50,7 @@ def test_the_shipped_checkpoints_generated_blocks_matter(name):
 
 
 def test_ship_without_samples_measures_each_k_on_val_and_records_the_choice(tmp_path):
-    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+    Trainer(tiny_config(tmp_path, steps=1, scope="last")).run()
     out = tmp_path / "chosen.safetensors"
     ship(tmp_path / "run", tmp_path / "base.safetensors", out, threads=1, allow_inert=True)
     m = load_checkpoint(out).manifest
@@ -64,7 +64,7 @@ def test_ship_without_samples_measures_each_k_on_val_and_records_the_choice(tmp_
 def test_ship_refuses_an_oversized_inr_before_measuring_anything(tmp_path, monkeypatch):
     import service.training.ship as ship_module
 
-    Trainer(tiny_config(tmp_path, steps=1, warm_steps=0, scope="last")).run()
+    Trainer(tiny_config(tmp_path, steps=1, scope="last")).run()
 
     def measured(*_args, **_kwargs):
         raise AssertionError("VAL measurements ran before the size check")

@@ -15,11 +15,11 @@ from service.training.hypernet_inputs import synthetic_splits
 from tests.training.test_hypernet import tiny_config
 
 SHIPPED_SHAPE = {"head_per_block": True, "band_limit": 0.2887, "train_fixed": True, "lambda_kd": 1.0,
-                 "widths_train": (8, 64), "width_sampling": "sandwich", "warm_steps": 0}
+                 "widths_train": (8, 64), "width_sampling": "sandwich"}
 
 
 def test_a_training_step_never_reads_a_device_value_on_the_host(tmp_path, monkeypatch):
-    trainer = Trainer(tiny_config(tmp_path, lambda_rec=1.0, noise=1.0, **SHIPPED_SHAPE))
+    trainer = Trainer(tiny_config(tmp_path, noise=1.0, **SHIPPED_SHAPE))
     trainer.train_step()  # per-width plans, models and optimizer state are built outside the check
 
     def host_read(*_args, **_kwargs):
@@ -30,12 +30,12 @@ def test_a_training_step_never_reads_a_device_value_on_the_host(tmp_path, monkey
     for _ in range(4):  # every width of the sandwich, and a repeat
         info = trainer.train_step()
     monkeypatch.undo()
-    assert {"ce", "acc", "kd", "norm", "rec", "grad_norm"} <= info.keys()
+    assert {"ce", "acc", "kd", "norm", "grad_norm"} <= info.keys()
     assert all(torch.isfinite(v) for k, v in info.items() if k != "width")
 
 
-@pytest.mark.parametrize("extra", [{}, {"noise": 1.0, "lambda_rec": 1.0, "head_per_block": False, "band_limit": 0.0}],
-                         ids=["shipped shape", "noisy, per-role, reconstruction"])
+@pytest.mark.parametrize("extra", [{}, {"noise": 1.0, "head_per_block": False, "band_limit": 0.0}],
+                         ids=["shipped shape", "noisy, per-role"])
 def test_the_batched_path_trains_like_the_reference_path(tmp_path, extra):
     """Three steps of each INR path from the same start: the same losses and the same weights."""
     runs = {}
@@ -104,13 +104,13 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
 
 
 def test_checkpoints_are_written_at_most_once_per_ckpt_min_seconds(tmp_path, monkeypatch):
-    trainer = Trainer(tiny_config(tmp_path, steps=8, warm_steps=0, ckpt_every=1, ckpt_min_seconds=3600))
+    trainer = Trainer(tiny_config(tmp_path, steps=8, ckpt_every=1, ckpt_min_seconds=3600))
     saves = []
     monkeypatch.setattr(trainer, "_save", lambda: saves.append(trainer.step))
     trainer.run()
     assert saves == [8]  # not one per step: only the final one, within the hour
     (tmp_path / "fast").mkdir()
-    fast = Trainer(tiny_config(tmp_path / "fast", steps=4, warm_steps=0, ckpt_every=2, ckpt_min_seconds=0))
+    fast = Trainer(tiny_config(tmp_path / "fast", steps=4, ckpt_every=2, ckpt_min_seconds=0))
     fast_saves = []
     monkeypatch.setattr(fast, "_save", lambda: fast_saves.append(fast.step))
     fast.run()
@@ -118,7 +118,7 @@ def test_checkpoints_are_written_at_most_once_per_ckpt_min_seconds(tmp_path, mon
 
 
 def test_the_schedule_is_set_in_steps_not_wall_time(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, steps=100, warm_steps=0, max_minutes=0.001))
+    trainer = Trainer(tiny_config(tmp_path, steps=100, max_minutes=0.001))
     before = [trainer.lr_at(s) for s in (0, 50, 99)]
     trainer.wall = 3600.0  # an hour later: the rate at a step is what it was
     assert [trainer.lr_at(s) for s in (0, 50, 99)] == before
