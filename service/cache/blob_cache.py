@@ -9,7 +9,6 @@ Use from the app (one instance per process, opened and closed by the lifespan)::
     blob, x_cache = await cache.get_or_create(key, make_onnx)   # make_onnx: async () -> CachedBlob
     # blob.data, blob.sha256 (hashed once, when it was made); x_cache is "hit" | "miss" | "coalesced"
 
-    blob = await cache.get(key)                   # lookup only (HEAD / If-None-Match); None if absent
     await cache.ping()                            # /readyz: live PING of the Redis tier, if any
     cache.status()                                # the whole cache: "ok" | "degraded" (Redis down), no I/O
     cache.redis_status()                          # the Redis tier: "ok" | "degraded" | "disabled"
@@ -99,15 +98,6 @@ class BlobCache:
             self._event("memory", "coalesced")
             return blob, "coalesced"
         return blob, status
-
-    async def get(self, key: str) -> CachedBlob | None:
-        """The cached blob, or None; never generates (for HEAD and conditional requests)."""
-        blob = self._memory_get(key)
-        if blob is None and self.redis is not None:
-            blob = await self.redis.get(key)
-            if blob is not None:
-                self.memory.put(key, blob)
-        return blob
 
     def _memory_get(self, key: str) -> CachedBlob | None:
         if not self.memory.enabled:
