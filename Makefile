@@ -10,16 +10,22 @@ PYTEST_ARGS ?=
 
 .PHONY: install serve test bench gpu-prepare clean
 
-$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
+# The serving install: the package and its runtime dependencies, as in the image (no extras).
+$(VENV)/.serve-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[dev]' -e 'clients/python[onnx]'
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Everything on top: test tools, the [train] extra (training, eval, plots) and the client.
+$(VENV)/.installed: $(VENV)/.serve-installed clients/python/pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,train]' -e 'clients/python[onnx]'
 	touch $@
 
 install: $(VENV)/.installed
 
-serve: install  ## serve the shipped checkpoints: embedded cache, CPU, no other services
+serve: $(VENV)/.serve-installed  ## serve the shipped checkpoints: embedded cache, CPU, no other services
 	$(VENV)/bin/neumeta serve --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite, slow tests included (~minutes on 2 cores)

@@ -284,7 +284,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short timing windows: checks the script, rough numbers")
     p.add_argument("--inr", type=_csv(str, tuple(INR_SHAPES)), default=list(INR_SHAPES),
                    help="INR shapes: shipped (H128, L3, F8), paper (H512, L7, F10)")
-    p.add_argument("--samples", type=_csv(int, tuple(range(1, MAX_SAMPLES + 1))), default=[1, MAX_SAMPLES], help="K values")
+    p.add_argument("--samples", type=_csv(int, tuple(range(1, MAX_SAMPLES + 1))), default=[1, MAX_SAMPLES],
+                   help="K values")
     p.add_argument("--methods", type=_csv(str, METHODS), default=list(METHODS) if cuda else ["eager"],
                    help="triton, eager, compile (default on CPU: eager; triton on CPU needs TRITON_INTERPRET=1)")
     p.add_argument("--precisions", type=_csv(str, KERNEL_PRECISIONS), default=list(KERNEL_PRECISIONS),

@@ -35,6 +35,8 @@ COMMAND_MODULES: list[str] = [
 ]
 
 VALIDATION_STATUSES = (404, 422)  # unknown_arch, width_out_of_range, invalid_parameter
+# Import names of pyproject's [train] extra: the serving install (and the image) lacks them.
+TRAIN_EXTRA_MODULES = ("matplotlib", "fast_tsp", "tqdm")
 
 
 class CommandError(Exception):
@@ -199,6 +201,9 @@ def _classify(exc: BaseException) -> CommandError | None:
         return CommandError(exc.code, exc.message, 2 if exc.status in VALIDATION_STATUSES else 1)
     if isinstance(exc, BackendUnavailable):
         return CommandError("invalid_parameter", str(exc), 2)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_EXTRA_MODULES:
+        return CommandError("internal", f"{exc.name} is not installed: training, eval and plots need the "
+                            "train extra (pip install 'neumeta-serve[train]')", 1)
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         return CommandError("internal", f"{where}{exc.strerror or exc}", 1)

@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from service.archs import ResNet20, fold_batchnorm, folded_model
 from service.errors import InvalidParameter
@@ -181,6 +180,8 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
 def _run_epoch(cfg: TrainConfig, splits: Splits, model: ResNet20, opt: torch.optim.SGD, progress: Progress,
                stop_at: int, total_steps: int, save_last: Callable[[], None], t0: float) -> dict:
     """Train from ``progress.step`` to the end of its epoch (or ``stop_at``); returns train loss/acc."""
+    from tqdm import tqdm  # the [train] extra: `neumeta --help` and `serve` import this module without it
+
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch)
     epoch, start = divmod(progress.step, steps_per_epoch)
     order = epoch_order(len(splits.train), cfg.seed, epoch)

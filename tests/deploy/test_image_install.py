@@ -67,3 +67,7 @@ def test_locked_wheels_install_offline_and_the_app_imports(tmp_path):
     # checkpoints are baked in at the package path
     assert shipped == str(sorted(p.name for p in (ROOT / "service" / "checkpoints").glob("*.safetensors")))
     run([str(venv / "bin" / "neumeta"), "--help"], env, tmp_path)  # the image's console script
+    # The [train] extra (training, eval, plots) stays out of the image.
+    extra = run([python, "-c", "import importlib.util as u; "
+                 "print([m for m in ('matplotlib', 'fast_tsp', 'tqdm') if u.find_spec(m)])"], env, tmp_path)
+    assert extra.strip() == "[]"
