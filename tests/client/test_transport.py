@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import functools
+import random
 
 import neumeta_client as nc
 import pytest
@@ -11,15 +12,40 @@ from neumeta_client import RetryPolicy
 from tests.client.conftest import FAST_RETRY
 
 
-def test_busy_with_retry_after_is_waited_for_then_succeeds(make_client, faulty, model_body):
+class FakeClock:
+    """Virtual time for a sync client's retry loop: a sleep is recorded and advances the clock at once,
+    so what the loop waits and when it gives up do not depend on how busy the machine is."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    from neumeta_client import _effects, _flows, _retry
+
+    fake = FakeClock()
+    monkeypatch.setattr(_effects, "time", fake)  # run_sync's time.sleep
+    # The retry budget reads this clock; a seeded jitter makes the number of attempts repeatable.
+    monkeypatch.setattr(_flows, "RetryState",
+                        functools.partial(_retry.RetryState, clock=fake.monotonic, rng=random.Random(0)))
+    return fake
+
+
+def test_busy_with_retry_after_is_waited_for_then_succeeds(make_client, faulty, model_body, clock):
     faulty.script("busy:1")
-    start = time.monotonic()
     path = make_client().pull("resnet20", 8)
-    elapsed = time.monotonic() - start
 
     assert path.read_bytes() == model_body
     assert len(faulty.model_requests()) == 2
-    assert elapsed >= 1.0  # the jittered backoff alone would be under 0.05 s
+    assert clock.sleeps == [1.0]  # the server's Retry-After; the jittered backoff would be under 0.01 s
 
 
 def test_busy_on_every_attempt_stops_at_the_bound_and_raises_busy(make_client, faulty, cache_dir):
@@ -34,26 +60,25 @@ def test_busy_on_every_attempt_stops_at_the_bound_and_raises_busy(make_client, f
     assert not (cache_dir / "blobs").exists() or list((cache_dir / "blobs").iterdir()) == []
 
 
-def test_retry_after_beyond_the_policy_is_not_waited_for(make_client, faulty):
+def test_retry_after_beyond_the_policy_is_not_waited_for(make_client, faulty, clock):
     faulty.script("busy:3600")
-    start = time.monotonic()
     with pytest.raises(nc.Busy) as info:
         make_client().pull("resnet20", 8)
 
-    assert time.monotonic() - start < 5
+    assert clock.sleeps == []
     assert info.value.retry_after == 3600  # the caller can schedule its own retry
     assert len(faulty.model_requests()) == 1
 
 
-def test_total_time_bound_stops_retries_before_the_attempt_bound(make_client, faulty):
+def test_total_time_bound_stops_retries_before_the_attempt_bound(make_client, faulty, clock):
     faulty.script(*["error:internal:500"] * 200)
     policy = RetryPolicy(retries=100, backoff_base_s=0.1, backoff_max_s=0.1, total_s=0.5)
-    start = time.monotonic()
     with pytest.raises(nc.ServerError):
         make_client(retries=policy).pull("resnet20", 8)
 
-    assert time.monotonic() - start < 2.0
-    assert 1 < len(faulty.model_requests()) < 20
+    attempts = len(faulty.model_requests())
+    assert 1 < attempts < policy.retries + 1  # the time budget stopped it, not the attempt bound
+    assert len(clock.sleeps) == attempts - 1 and sum(clock.sleeps) <= policy.total_s
 
 
 @pytest.mark.parametrize("code", ["internal:500", "gateway:502", "gateway:504", "timeout:408", "slow_down:429"])
