@@ -27,8 +27,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from service.export import build_onnx
 from benchmarks.export import cpu_description, median_ms
+from service.export import build_onnx
 from service.export.calibration import activation_ranges, calibration_images, normalized
 from service.export.evaluate import accuracy_pt, load_test_split, predictions, session
 from service.hypernet import generate

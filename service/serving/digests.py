@@ -16,9 +16,12 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TypeVar
 
 from service.cache import cache_key
 from service.export import GENERATOR_VERSION
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class DigestIndex:
             return self._recipes.get(digest)
 
 
-def _put_bounded(index: OrderedDict, key: str, value: object, size: int) -> None:
+def _put_bounded(index: OrderedDict[str, V], key: str, value: V, size: int) -> None:
     index[key] = value
     index.move_to_end(key)
     if len(index) > size:

@@ -19,6 +19,7 @@ from service.api.deps import ApiKey, GeneratorDep, ServiceDep
 from service.api.headers import model_headers
 from service.api.query import parse_model_query
 from service.serving.fetch import fetch
+from service.serving.request import ModelRequest
 from service.serving.selection import select, sizes_files
 
 router = APIRouter(prefix="/model", tags=["model"], dependencies=[ApiKey])
@@ -29,12 +30,13 @@ async def get_model(request: Request, service: ServiceDep, generate: GeneratorDe
     """The ONNX model of ``arch`` at ``width`` (or the largest width within ``max_params``/``max_bytes``),
     or the model of a ``family`` that its measured tables choose for the budgets and accuracy floor."""
     query = parse_model_query(request.query_params)
-    options = {"backend": service.backend, "precision": service.precision,
-               "max_samples": service.settings.max_samples}
-    if sizes_files(query):  # budgets and families may build ONNX graphs to size them
-        model = await run_in_threadpool(lambda: select(service.catalog, query, **options))
-    else:
-        model = select(service.catalog, query, **options)
+
+    def resolve() -> ModelRequest:
+        return select(service.catalog, query, backend=service.backend, precision=service.precision,
+                      max_samples=service.settings.max_samples)
+
+    # Budgets and families may build ONNX graphs to size them: off the event loop.
+    model = await run_in_threadpool(resolve) if sizes_files(query) else resolve()
     known = service.digests.known(model.cache_key)
     if known is not None and (request.headers.get("if-none-match") or request.headers.get("if-match")):
         # The key names one file, whose digest is remembered even after its blob was evicted:
