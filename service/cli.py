@@ -14,7 +14,6 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,20 +102,8 @@ def _check_output(path: Path) -> None:
         raise InvalidParameter(f"output directory {parent} is not writable")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path`` then rename, so no reader ever sees a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".incomplete")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is not a secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
+    from service.atomic import write_atomic
     from service.serving.pipeline import check_dtype, render_model
 
     out = Path(args.output)

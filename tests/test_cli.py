@@ -68,7 +68,7 @@ def test_generate_safetensors_writes_the_generated_state_dict(capsys, tiny_ckpt_
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from service.training.hypernet_inputs import load_base
+    from service.training.folded import load_folded
 
     out = tmp_path / "w.safetensors"
     rc, stdout, err = run(capsys, "generate", "--arch", "resnet20", "--width", 17, "--samples", 2, "--dtype", dtype,
@@ -84,7 +84,7 @@ def test_generate_safetensors_writes_the_generated_state_dict(capsys, tiny_ckpt_
     for name, w in expected.items():
         assert got[name].dtype == torch_dtype and torch.equal(got[name], w.to(torch_dtype)), name
     # The file is a --base for `neumeta train hypernet` (e.g. a KD teacher generated at full width).
-    state, _ = load_base(out)
+    state, _ = load_folded(out)
     assert sorted(state) == sorted(expected)
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from service.archs import Scope, tensor_specs
+from service.atomic import write_atomic
 from service.constants import MAX_SAMPLES
 from service.errors import CheckpointError
 from service.hypernet.model import HyperNet, HyperNetConfig, head_count
@@ -131,10 +132,7 @@ def save_checkpoint(path: str | Path, manifest: Manifest, hypernet: HyperNet, fi
     is written (ValueError), so a refused checkpoint never lies on disk beside the error."""
     data = checkpoint_bytes(manifest, hypernet.state_dict(), fixed)
     check_size(len(data), max_bytes)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".incomplete")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from service.archs import ResNet20, fold_batchnorm, folded_model
+from service.atomic import atomic_path
 from service.errors import InvalidParameter
 from service.training.data import Split, Splits, batches, epoch_order, load_dataset
 from service.training.precision import (
@@ -86,12 +86,6 @@ def evaluate(model: torch.nn.Module, split: Split, splits: Splits, batch: int = 
         correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
     model.train(was_training)
     return correct / max(1, len(split))
-
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _build(cfg: TrainConfig, splits: Splits,
@@ -155,8 +149,9 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
     command = command or shlex.join(["neumeta", *sys.argv[1:]])
 
     def save_last() -> None:
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(cfg),
-                      **asdict(progress)}, out / "last.pt")
+        with atomic_path(out / "last.pt") as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(cfg),
+                        **asdict(progress)}, tmp)
 
     stop_at = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
     t0 = time.time() - progress.wall_s
@@ -168,7 +163,8 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
             progress.history.append({"epoch": epoch + 1, **stats, "val_acc": val, "wall_s": round(time.time() - t0, 1)})
             if val > progress.best_val:
                 progress.best_val, progress.best_epoch = val, epoch + 1
-                _save_atomic({"model": model.state_dict()}, out / "best.pt")
+                with atomic_path(out / "best.pt") as tmp:
+                    torch.save({"model": model.state_dict()}, tmp)
             print(f"epoch {epoch + 1}/{cfg.epochs} val_acc {val:.4f} (best {progress.best_val:.4f} "
                   f"@ {progress.best_epoch}) wall {time.time() - t0:.0f}s", flush=True)
         save_last()

@@ -27,11 +27,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         carry_baselines,
         check_carryable,
         evaluate,
-        load_folded,
         table,
         table_identity,
         write_outputs,
     )
+    from service.training.folded import load_folded
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)  # fail before anything is read
@@ -40,7 +40,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.base is not None:
         if not Path(args.base).exists():
             raise InvalidParameter(f"--base {args.base} does not exist")
-        base = load_folded(Path(args.base))
+        base, _ = load_folded(args.base)
     if args.subset < 1:
         raise InvalidParameter("--subset must be >= 1")
     previous = None
@@ -101,7 +101,7 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
 
     from service.hypernet import generate, load_checkpoint
-    from service.training.evaluate import load_folded
+    from service.training.folded import load_folded
     from service.training.redundancy import block_redundancy, redundancy_table
 
     if not 0 < args.energy < 1:
@@ -110,7 +110,7 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
     columns = {f"{ckpt.manifest.arch} w{args.width}": block_redundancy(generate(ckpt, args.width), args.energy)}
     if args.reference is not None:
         try:
-            reference = load_folded(args.reference)
+            reference, _ = load_folded(args.reference)
             columns[args.reference.stem] = block_redundancy(reference, args.energy)
         except (OSError, KeyError, ValueError, SafetensorError) as exc:  # missing, not safetensors, lacks a tensor
             raise InvalidParameter(f"--reference {args.reference}: not a folded ResNet20 state ({exc})") from exc

@@ -29,6 +29,7 @@ from service.archs import FULL_WIDTH, Scope, block_names, folded_model, inner_wi
 from service.hypernet import Checkpoint, generate
 from service.training.baselines import l1_pruned_state, sliced_state
 from service.training.data import Split, Splits, normalize
+from service.training.folded import FOLDED_NAME, load_folded
 
 KEY_WIDTHS = (16, 32, 48, 64)
 
@@ -79,16 +80,6 @@ def individual_width(state: dict[str, torch.Tensor], scope: Scope | str) -> int 
     """The width at which ``state``'s inner widths match ``scope``'s layout, or None."""
     have = [state[f"{b}.conv1.weight"].shape[0] for b in block_names()]
     return next((w for w in range(1, FULL_WIDTH + 1) if inner_widths(scope, w) == have), None)
-
-
-def load_folded(path: Path) -> dict[str, torch.Tensor]:
-    """A folded state_dict from a .safetensors file or a run directory holding folded.safetensors."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "folded.safetensors"
-    return {k: v.float() for k, v in load_file(str(path)).items()}
 
 
 def table_identity(ckpt: Checkpoint, subset: int, test_images: int) -> dict[str, Any]:
@@ -165,10 +156,10 @@ def evaluate(
     missing = []
     for path in individual:
         path = Path(path)
-        if not (path / "folded.safetensors" if path.is_dir() else path).is_file():
+        if not (path / FOLDED_NAME if path.is_dir() else path).is_file():
             missing.append(str(path))  # not started, or still training (no folded model yet)
             continue
-        state = load_folded(Path(path))
+        state, _ = load_folded(path)
         w = individual_width(state, m.scope)
         if w is None:
             continue  # trained for the other scope's layout

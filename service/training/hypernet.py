@@ -34,6 +34,7 @@ Run directly for torchrun: ``python -m service.training.hypernet --base ... --ou
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -50,12 +51,14 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from service.archs import FULL_WIDTH, ResNet20, inner_widths, tensor_specs
+from service.atomic import atomic_path
 from service.hypernet import HyperNet, scatter
 from service.training.batched_inr import BatchedINR
 from service.training.data import StepBatches
 from service.training.distributed import average_gradients, init_distributed, weights_digest
 from service.training.evaluate import accuracy
-from service.training.hypernet_inputs import TrainConfig, load_base, load_splits
+from service.training.folded import load_folded
+from service.training.hypernet_inputs import TrainConfig, load_splits
 from service.training.inr_start import continued_inr, fresh_fixed, identity_blocks
 from service.training.objective import distillation, full_state, generated_tensors
 from service.training.precision import autocast, hardware, prepare_input, resolve_device, resolve_precision
@@ -90,7 +93,7 @@ class Trainer:
             if cfg.precision == "bf16":  # the INR's fp32 matmuls on the tensor cores too (TF32)
                 torch.backends.cuda.matmul.allow_tf32 = True
         self.out = Path(cfg.out)
-        self.base, self.base_meta = load_base(cfg.base)
+        self.base, _ = load_folded(cfg.base)
         self.base = {k: v.to(self.device) for k, v in self.base.items()}
         self.fixed = self.base  # the non-morphed layers (a continued checkpoint brings its own)
         self.in_ch = self.base["conv1.weight"].shape[1]
@@ -235,9 +238,8 @@ class Trainer:
                  "hn": self.hn.state_dict(),
                  "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                  "fixed": {n: self.fixed[n].detach() for n in self.ema_fixed}, "ema_fixed": self.ema_fixed}
-        tmp = self.out / "last.pt.incomplete"
-        torch.save(state, tmp)
-        tmp.replace(self.out / "last.pt")
+        with atomic_path(self.out / "last.pt") as tmp:
+            torch.save(state, tmp)
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
@@ -270,10 +272,10 @@ class Trainer:
                                               {"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})}
             if self.ema_fixed:
                 files["best_fixed.safetensors"] = ({k: v.cpu().contiguous() for k, v in self.ema_fixed.items()}, None)
-            for name, (tensors, metadata) in files.items():
-                save_file(tensors, str(self.out / f"{name}.incomplete"), metadata=metadata)
-            for name in files:
-                (self.out / f"{name}.incomplete").replace(self.out / name)
+            with contextlib.ExitStack() as renamed_at_exit:  # both files complete before either is renamed
+                for name, (tensors, metadata) in files.items():
+                    save_file(tensors, str(renamed_at_exit.enter_context(atomic_path(self.out / name))),
+                              metadata=metadata)
 
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm

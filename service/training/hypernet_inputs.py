@@ -1,15 +1,11 @@
-"""What a hypernetwork run starts from: its validated configuration, the permuted base it learns
-from, and the data splits (real, or random ones for tests and the DDP check)."""
+"""What a hypernetwork run starts from: its validated configuration and the data splits (real, or
+random ones for tests and the DDP check); the permuted base is read by ``folded.load_folded``."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from service.archs import FULL_WIDTH, Scope
 from service.errors import InvalidParameter
@@ -115,19 +111,6 @@ class TrainConfig:
     def default_val_widths(self) -> list[int]:
         lo = SHIPPED_WIDTHS[self.scope][0]
         return self.val_widths or sorted({lo, 16, 32, 48, FULL_WIDTH})
-
-
-def load_base(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Folded full-width state_dict and its metadata: ``sidecar`` (base training: accuracy, recipe,
-    command) and ``permutation`` (TV report), each a dict when the file carries it."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    state = {k: v.float().contiguous() for k, v in load_file(str(path)).items()}
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-    meta = {k: json.loads(raw[k]) for k in ("sidecar", "permutation") if k in raw}
-    return state, meta
 
 
 def synthetic_splits(n: int, seed: int = 0) -> Splits:

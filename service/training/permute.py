@@ -27,11 +27,12 @@ from pathlib import Path
 import fast_tsp
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from service.archs.resnet20 import BLOCKS_PER_STAGE, STAGE_WIDTHS, block_io, block_names
+from service.atomic import atomic_path
 from service.errors import CheckpointError
+from service.training.folded import load_folded
 
 Member = tuple[str, int]  # (tensor name, channel axis)
 
@@ -216,18 +217,6 @@ def permute_folded(state: dict[str, torch.Tensor], seconds: float = FAST_TSP_SEC
     return permuted, summary
 
 
-def load_folded(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"folded model not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            names = f.keys()  # a safe_open handle, not a dict: keys() is its API
-            return {k: f.get_tensor(k) for k in names}, dict(f.metadata() or {})
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"cannot read folded model {path}: {exc}") from exc
-
-
 def permute_file(src: str | Path, dst: str | Path, seconds: float = FAST_TSP_SECONDS) -> dict:
     """Permute a folded.safetensors into ``dst`` (+ ``dst`` with .json: the TV report); returns it."""
     state, metadata = load_folded(src)
@@ -235,9 +224,8 @@ def permute_file(src: str | Path, dst: str | Path, seconds: float = FAST_TSP_SEC
     dst = Path(dst)
     report = {"source": str(src), **report}
     metadata["permutation"] = json.dumps({k: v for k, v in report.items() if k != "orders"})
-    tmp = dst.with_suffix(".tmp")
-    save_file(permuted, str(tmp), metadata=metadata)
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        save_file(permuted, str(tmp), metadata=metadata)
     dst.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

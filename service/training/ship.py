@@ -28,7 +28,8 @@ from service.hypernet import Checkpoint, HyperNet, Manifest, generate, load_chec
 from service.hypernet.checkpoint import check_size, checkpoint_bytes, fixed_tensor_shapes
 from service.training.data import Splits, normalize
 from service.training.evaluate import accuracy, percent_correct
-from service.training.hypernet_inputs import SHIPPED_WIDTHS, TrainConfig, load_base, load_splits
+from service.training.folded import load_folded, provenance
+from service.training.hypernet_inputs import SHIPPED_WIDTHS, TrainConfig, load_splits
 
 ARCH_IDS = {"all": "resnet20", "last": "resnet20-last"}
 MAX_BYTES = 20 * 1024 * 1024
@@ -164,7 +165,8 @@ def ship(run: Path, base: Path, out: Path, evaluation: Path | None = None, sampl
          threads: int = 2, allow_inert: bool = False) -> str:
     torch.set_num_threads(threads)
     cfg, state, summary = load_run(run)
-    base_state, base_meta = load_base(base)
+    base_state, base_metadata = load_folded(base)
+    base_meta = provenance(base_metadata)
     cfg.base = str(base)
     splits = load_splits(cfg)
     hn = HyperNet(cfg.inr_config())
