@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install serve test bench gpu-prepare clean
+.PHONY: install serve test lint bench gpu-prepare clean
 
 # The serving install: the package and its runtime dependencies, as in the image (no extras).
 $(VENV)/.serve-installed: pyproject.toml
@@ -30,6 +30,10 @@ serve: $(VENV)/.serve-installed  ## serve the shipped checkpoints: embedded cach
 
 test: install  ## the whole suite, slow tests included (~minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff (E, F, I, B, UP) and mypy --strict; both read their settings from pyproject.toml
+	$(PY) -m ruff check service kernels clients tests deploy benchmarks
+	$(PY) -m mypy
 
 bench: install
 	$(PY) -m benchmarks.export
