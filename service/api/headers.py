@@ -9,7 +9,7 @@ from service.hypernet.checkpoint import Checkpoint
 from service.serving.request import ModelRequest
 
 # /model names the current model of a request: its bytes change with the checkpoint, the generator
-# version or the backend's numerics, so a cache must ask every time (a 304 is cheap: see digests.py).
+# version or the backend's numerics, so a cache must ask every time (a 304 is cheap: see service/serving/digests.py).
 REVALIDATE = "no-cache"
 # /blobs/sha256/<hex> names bytes by their digest: they can never change.
 IMMUTABLE = "public, max-age=31536000, immutable"
