@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.serving.catalog import Catalog
 from service.errors import CheckpointError, NoModelFits, UnknownArch
 from service.families import candidates, choose, describe_families, frontier
 from service.frontier_plot import main as plot_main
+from service.serving.catalog import Catalog
 from tests.factories import tiny_checkpoint
 
 

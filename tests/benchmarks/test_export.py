@@ -2,8 +2,8 @@
 
 import pytest
 
-from service.export import DTYPES
 from benchmarks.export import cpu_description, main
+from service.export import DTYPES
 
 
 def test_bench_prints_a_row_per_dtype(capsys, tiny_ckpt_path):

@@ -28,7 +28,7 @@ def test_eager_rows_on_cpu(capsys):
     rows = _rows(table)
     assert [(r[0], r[1], r[2]) for r in rows] == [("shipped", "1", "eager"), ("shipped", "2", "eager")]
     problem = bench.make_problem("shipped", 4, torch.device("cpu"))
-    for inr, k, _, _, _, ms, coords_s, tflops, _, speedup in rows:
+    for _, k, _, _, _, ms, coords_s, tflops, _, speedup in rows:
         seconds = float(ms) / 1e3
         assert float(coords_s.replace(",", "")) == pytest.approx(problem.rows / seconds, rel=0.01)
         flops = problem.flops_per_row_sample * problem.rows * int(k)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from service.serving.generation import GenerationPool
 from service.errors import Busy
 from service.metrics import Metrics
+from service.serving.generation import GenerationPool
 from tests.waiting import async_wait_until
 
 

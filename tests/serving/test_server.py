@@ -75,6 +75,7 @@ def test_serve_runs_a_real_server_and_logs_json(tiny_ckpt_path, tmp_path):
 
 
 def test_serve_refuses_a_missing_checkpoint(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "service.serving.server", "--checkpoint", str(tmp_path / "none.safetensors")],
+    missing = str(tmp_path / "none.safetensors")
+    r = subprocess.run([sys.executable, "-m", "service.serving.server", "--checkpoint", missing],
                        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "invalid settings" in r.stderr and "does not exist" in r.stderr

@@ -13,8 +13,8 @@ from neumeta_client._retry import RetryPolicy
 from neumeta_client.client import AsyncClient, Client
 from neumeta_client.errors import (
     Busy,
-    CacheLockTimeout,
     CachedCopyCorrupt,
+    CacheLockTimeout,
     CacheWriteError,
     ChecksumMismatch,
     InvalidParameter,

@@ -86,8 +86,8 @@ def prune_cache(cache: ModelCache, *, max_size: int | None = None, unused_for_s:
                 now: float | None = None) -> PruneResult:
     """Free space: orphaned blobs always; models unused for ``unused_for_s`` seconds, then the least
     recently used ones until the cache fits in ``max_size`` bytes; with ``partials``, interrupted
-    downloads. Nothing used or written within ``grace_s`` seconds is touched. With ``dry_run`` nothing is removed and the result says
-    what would be."""
+    downloads. Nothing used or written within ``grace_s`` seconds is touched. With ``dry_run``
+    nothing is removed and the result says what would be."""
     now = time.time() if now is None else now
     result = PruneResult(dry_run=dry_run)
     report = scan_cache(cache)
