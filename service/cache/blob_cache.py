@@ -21,9 +21,10 @@ While Redis is unreachable every call still succeeds (memory tier + ``create``),
 "coalesced"), and across replicas sharing a Redis a ``SET NX PX`` lock makes the others wait for
 the holder's blob ("coalesced") instead of generating it again; if the holder dies its lock expires
 and a waiter takes over, and no waiter waits longer than one generation timeout in all (then it
-generates without the lock), so a stuck holder cannot push a request past the clients' timeouts. The lock only saves duplicate work: outputs are deterministic, so a rare
-double generation is harmless. An exception from ``create`` reaches every caller waiting on it and
-nothing is cached. ``create`` should do its heavy work off the event loop (``run_in_executor``).
+generates without the lock), so a stuck holder cannot push a request past the clients' timeouts.
+The lock only saves duplicate work: outputs are deterministic, so a rare double generation is
+harmless. An exception from ``create`` reaches every caller waiting on it and nothing is cached.
+``create`` should do its heavy work off the event loop (``run_in_executor``).
 
 Metrics: ``cache_events{tier="memory",event=hit|miss|coalesced}`` (coalesced = joined an in-process
 flight), ``{tier="redis",event=hit|miss|coalesced|store|corrupt|error}`` (coalesced = another
