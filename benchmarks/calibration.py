@@ -30,9 +30,10 @@ from onnxruntime.quantization import (
 from benchmarks.export import cpu_description, median_ms
 from service.export import build_onnx
 from service.export.calibration import activation_ranges, calibration_images, normalized
-from service.export.evaluate import accuracy_pt, load_test_split, predictions, session
+from service.export.evaluate import load_test_split, predictions, session
 from service.hypernet import generate
 from service.hypernet.checkpoint import Checkpoint
+from service.training.evaluate import percent_correct
 
 
 class _Batches(CalibrationDataReader):
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| method | calibrate + quantize s | bytes | ORT ms, batch 64 | x float32 speed | test accuracy % |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, (data, seconds) in models.items():
-        accuracy = accuracy_pt(predictions(session(data), test_x), labels)
+        accuracy = percent_correct(predictions(session(data), test_x) == labels)
         print(f"| {name} | {seconds:.2f} | {len(data):,} | {ms[name]:.1f} | {ms['float32'] / ms[name]:.2f} "
               f"| {accuracy:.2f} |")
 

@@ -25,10 +25,11 @@ import onnxruntime as ort
 import torch
 
 from service.export import DTYPES
-from service.export.evaluate import accuracy_pt, agreement_pt, load_test_split, predictions, session
+from service.export.evaluate import load_test_split, predictions, session
 from service.hypernet import load_checkpoint
 from service.hypernet.checkpoint import Checkpoint
 from service.serving.pipeline import render_model
+from service.training.evaluate import percent_correct
 
 # The flags that decide onnxruntime's int8 kernels on x86 (VNNI: one-instruction u8 x s8 dot products).
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
@@ -77,8 +78,8 @@ def bench_width(ckpt: Checkpoint, width: int, args: argparse.Namespace, test: tu
     rows = []
     for name in sessions:
         dtype = name.split(",")[0]
-        acc = f"{accuracy_pt(preds[name], test[1]):.2f}" if test else "-"
-        agree = f"{agreement_pt(preds[name], preds['float32']):.2f}" if test else "-"
+        acc = f"{percent_correct(preds[name] == test[1]):.2f}" if test else "-"
+        agree = f"{percent_correct(preds[name] == preds['float32']):.2f}" if test else "-"  # agreement
         rows.append(f"| {width} | {name} | {len(blobs[dtype]):,} | {cold[dtype]:.0f} | {ms1[name]:.2f} "
                     f"| {ms64[name]:.1f} | {ms64['float32'] / ms64[name]:.2f} | {acc} | {agree} |")
     return rows

@@ -1,4 +1,5 @@
-"""Run exported models in onnxruntime on real images: sessions, test images, accuracy, agreement.
+"""Run exported models in onnxruntime on real images: sessions, test images, predictions (their accuracy:
+``service.training.evaluate.percent_correct``).
 
 Shared by the export benchmark (``python -m benchmarks.export``) and the accuracy and interop
 tests, so the numbers in docs/BENCHMARKS.md and the bounds in tests come from the same code.
@@ -44,11 +45,3 @@ def predictions(sess: ort.InferenceSession, x: np.ndarray, batch: int = 500) -> 
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0].argmax(axis=1) for i in range(0, len(x), batch)])
 
-
-def accuracy_pt(predicted: np.ndarray, labels: np.ndarray) -> float:
-    return 100.0 * float((predicted == labels).mean())
-
-
-def agreement_pt(predicted: np.ndarray, reference: np.ndarray) -> float:
-    """Share of images (in %) whose top-1 class equals the reference model's."""
-    return 100.0 * float((predicted == reference).mean())

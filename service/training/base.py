@@ -36,7 +36,9 @@ from safetensors.torch import save_file
 from service.archs import ResNet20, fold_batchnorm, folded_model
 from service.atomic import atomic_path
 from service.errors import InvalidParameter
-from service.training.data import Split, Splits, batches, epoch_order, load_dataset
+from service.training.data import Splits, batches, epoch_order, load_dataset
+from service.training.evaluate import fraction_correct, model_hits
+from service.training.folded import FOLDED_NAME
 from service.training.precision import (
     DEVICES,
     TRAIN_PRECISIONS,
@@ -52,7 +54,10 @@ FROZEN_ON_RESUME = ("dataset", "batch", "lr", "wd", "momentum", "seed", "inner_w
 
 
 @dataclass
-class TrainConfig:
+class BaseTrainConfig:
+    """A ``neumeta train base`` / ``train individual`` run: one ResNet20, SGD (a hypernetwork run's
+    settings are ``hypernet_inputs.TrainConfig``)."""
+
     out: str
     dataset: str = "fashion-mnist"
     data: str | None = None
@@ -71,24 +76,11 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # recorded in the sidecar (e.g. scope, width)
 
 
-def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
+def learning_rate(cfg: BaseTrainConfig, step: int, total_steps: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, splits: Splits, batch: int = 1000) -> float:
-    """Top-1 accuracy (0..1) of ``model`` in eval mode on ``split`` (on the model's device)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    for x, y in batches(split, splits.info, batch):
-        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-    model.train(was_training)
-    return correct / max(1, len(split))
-
-
-def _build(cfg: TrainConfig, splits: Splits,
+def _build(cfg: BaseTrainConfig, splits: Splits,
            device: torch.device | str = "cpu") -> tuple[ResNet20, torch.optim.SGD]:
     torch.manual_seed(cfg.seed)  # the initial weights are drawn on the CPU: the same on every device
     info = splits.info
@@ -115,7 +107,7 @@ class Progress:
         return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
-def _resume(cfg: TrainConfig, model: ResNet20, opt: torch.optim.SGD, state: dict, path: Path) -> Progress:
+def _resume(cfg: BaseTrainConfig, model: ResNet20, opt: torch.optim.SGD, state: dict, path: Path) -> Progress:
     """Load ``last.pt``'s ``state`` into model and optimizer; refuse a changed recipe."""
     saved = state["config"]
     changed = [k for k in FROZEN_ON_RESUME if saved.get(k) != asdict(cfg).get(k)]
@@ -127,7 +119,7 @@ def _resume(cfg: TrainConfig, model: ResNet20, opt: torch.optim.SGD, state: dict
     return Progress.from_state(state)
 
 
-def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = None) -> dict:
+def train(cfg: BaseTrainConfig, splits: Splits | None = None, command: str | None = None) -> dict:
     """Train (or resume) into ``cfg.out``; returns the sidecar dict once finished, else the progress."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +151,7 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
         epoch = progress.step // steps_per_epoch
         stats = _run_epoch(cfg, splits, model, opt, progress, stop_at, total_steps, save_last, t0)
         if progress.step % steps_per_epoch == 0:  # epoch finished: validate, keep the best
-            val = evaluate(model, splits.val, splits)
+            val = fraction_correct(model_hits(model, splits.val, splits.info))
             progress.history.append({"epoch": epoch + 1, **stats, "val_acc": val, "wall_s": round(time.time() - t0, 1)})
             if val > progress.best_val:
                 progress.best_val, progress.best_epoch = val, epoch + 1
@@ -173,7 +165,7 @@ def train(cfg: TrainConfig, splits: Splits | None = None, command: str | None = 
     return finalize(cfg, splits, progress, command)
 
 
-def _run_epoch(cfg: TrainConfig, splits: Splits, model: ResNet20, opt: torch.optim.SGD, progress: Progress,
+def _run_epoch(cfg: BaseTrainConfig, splits: Splits, model: ResNet20, opt: torch.optim.SGD, progress: Progress,
                stop_at: int, total_steps: int, save_last: Callable[[], None], t0: float) -> dict:
     """Train from ``progress.step`` to the end of its epoch (or ``stop_at``); returns train loss/acc."""
     from tqdm import tqdm  # the [train] extra: `neumeta --help` and `serve` import this module without it
@@ -216,7 +208,7 @@ def _run_epoch(cfg: TrainConfig, splits: Splits, model: ResNet20, opt: torch.opt
     return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
 
 
-def finalize(cfg: TrainConfig, splits: Splits, progress: Progress, command: str) -> dict:
+def finalize(cfg: BaseTrainConfig, splits: Splits, progress: Progress, command: str) -> dict:
     """Fold the best-by-val model's BatchNorm, write folded.safetensors + folded.json."""
     out = Path(cfg.out)
     model, _ = _build(cfg, splits)
@@ -229,14 +221,16 @@ def finalize(cfg: TrainConfig, splits: Splits, progress: Progress, command: str)
         **info.to_json(),
         "arch": "resnet20", "inner_widths": list(model.inner_widths),
         "params": sum(t.numel() for t in folded.values()),
-        "val_acc": evaluate(net, splits.val, splits), "test_acc": evaluate(net, splits.test, splits),
+        "val_acc": fraction_correct(model_hits(net, splits.val, info)),
+        "test_acc": fraction_correct(model_hits(net, splits.test, info)),
         "best_epoch": progress.best_epoch, "epochs": cfg.epochs, "steps": progress.step,
         "wall_s": round(progress.wall_s, 1), "history": progress.history,
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "data", "extra")},
         "command": command, "torch_threads": torch.get_num_threads(),
         "hardware": hardware(resolve_device(cfg.device)), **cfg.extra,
     }
-    save_file(folded, str(out / "folded.safetensors"), metadata={"sidecar": json.dumps(sidecar)})
+    with atomic_path(out / FOLDED_NAME) as tmp:
+        save_file(folded, str(tmp), metadata={"sidecar": json.dumps(sidecar)})
     (out / "folded.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     print(f"folded model: val {sidecar['val_acc']:.4f} test {sidecar['test_acc']:.4f} -> "
           f"{out / 'folded.safetensors'}", flush=True)
@@ -260,14 +254,14 @@ def add_arguments(parser: argparse.ArgumentParser, default_out: str | None) -> N
     parser.add_argument("--max-steps", type=int, default=None, help="stop (resumably) after this many steps")
 
 
-def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = None, **extra) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = None, **extra) -> BaseTrainConfig:
     for name in ("epochs", "batch"):
         if getattr(args, name) < 1:
             raise InvalidParameter(f"--{name} must be >= 1, got {getattr(args, name)}")
     resolve_device(args.device)  # fail before any data is read
     if args.threads:
         torch.set_num_threads(args.threads)
-    return TrainConfig(out=str(args.out), dataset=args.dataset, data=args.data, epochs=args.epochs,
+    return BaseTrainConfig(out=str(args.out), dataset=args.dataset, data=args.data, epochs=args.epochs,
                        batch=args.batch, lr=args.lr, wd=args.wd, seed=args.seed, inner_widths=inner_widths,
                        precision=args.precision, device=args.device,
                        max_steps=args.max_steps, extra=extra)

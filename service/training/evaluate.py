@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from service.archs import FULL_WIDTH, Scope, block_names, folded_model, inner_widths, param_count
@@ -43,12 +44,25 @@ def correct_mask(
     classifies correctly, computed on ``device`` (default: where the state's tensors are)."""
     device = device or next(iter(state.values())).device
     model = folded_model(state, info.in_channels, info.num_classes).to(device)
+    return model_hits(model, split, info, limit, batch_size)
+
+
+@torch.no_grad()
+def model_hits(model: torch.nn.Module, split: Split, info: Any, limit: int | None = None,
+               batch_size: int = 1000) -> torch.Tensor:
+    """(n,) bool on the CPU: which of the first ``limit`` images of ``split`` ``model`` classifies
+    correctly, in eval mode (its mode is restored after), on the model's device. The one loop over
+    a split behind every accuracy here and in base training."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     n = len(split) if limit is None else min(limit, len(split))
     hits = []
     for lo in range(0, n, batch_size):
         hi = min(n, lo + batch_size)
         logits = model(normalize(split.images[lo:hi], info).to(device))
         hits.append(logits.argmax(1).cpu() == split.labels[lo:hi])
+    model.train(was_training)
     return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
 
 
@@ -60,9 +74,14 @@ def accuracy(
     return percent_correct(correct_mask(state, split, info, limit, batch_size, device))
 
 
-def percent_correct(hits: torch.Tensor) -> float:
-    """Accuracy (%) from a ``correct_mask``."""
-    return 100.0 * float(hits.sum()) / max(1, hits.numel())
+def percent_correct(hits: torch.Tensor | np.ndarray) -> float:
+    """Accuracy (%) from hits: a ``correct_mask``, or ``predicted == labels`` of an ONNX session's."""
+    return 100.0 * float(hits.sum()) / max(1, len(hits))
+
+
+def fraction_correct(hits: torch.Tensor) -> float:
+    """Accuracy in 0..1 (base training's sidecar records it so) from a ``model_hits``."""
+    return int(hits.sum()) / max(1, len(hits))
 
 
 def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:

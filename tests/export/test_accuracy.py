@@ -13,10 +13,11 @@ import re
 import pytest
 
 from service.export import DTYPES
-from service.export.evaluate import accuracy_pt, agreement_pt, load_test_split, predictions, session
+from service.export.evaluate import load_test_split, predictions, session
 from service.hypernet import load_checkpoint
 from service.serving.pipeline import render_model
 from service.settings import SHIPPED_CHECKPOINTS
+from service.training.evaluate import percent_correct
 
 MAX_ACCURACY_DROP_PT = 0.3
 MIN_AGREEMENT_PT = {"float16": 99.8, "int8-weights": 99.0, "int8": 98.0}
@@ -47,10 +48,10 @@ def test_every_dtype_keeps_float32s_accuracy_and_predictions(shipped, name, widt
     # int8-weights runs as the client opens it (dequantization folded at load): same logits, 2x faster.
     preds = {dtype: predictions(session(render_model(ckpt, width, dtype).data, threads=2,
                                         fold_qdq=dtype == "int8-weights"), x) for dtype in DTYPES}
-    reference = accuracy_pt(preds["float32"], labels)
+    reference = percent_correct(preds["float32"] == labels)
     assert reference == pytest.approx(claimed["accuracy"], abs=MANIFEST_TOLERANCE_PT)
     for dtype in DTYPES[1:]:
-        accuracy, agreement = accuracy_pt(preds[dtype], labels), agreement_pt(preds[dtype], preds["float32"])
+        accuracy, agreement = percent_correct(preds[dtype] == labels), percent_correct(preds[dtype] == preds["float32"])
         assert abs(accuracy - reference) <= MAX_ACCURACY_DROP_PT, (dtype, accuracy, reference)
         assert agreement >= MIN_AGREEMENT_PT[dtype], (dtype, agreement)
         assert agreement < 100.0 or dtype == "float16"  # the quantized dtypes really are quantized

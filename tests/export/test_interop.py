@@ -9,10 +9,11 @@ import onnxruntime as ort
 import pytest
 
 from service.export import DTYPES
-from service.export.evaluate import accuracy_pt, agreement_pt, load_test_split, predictions, session
+from service.export.evaluate import load_test_split, predictions, session
 from service.hypernet import load_checkpoint
 from service.serving.pipeline import render_model
 from service.settings import SHIPPED_CHECKPOINTS
+from service.training.evaluate import percent_correct
 
 pytest.importorskip("onnxruntime.tools.convert_onnx_models_to_ort")  # skip only when the tool is missing
 pytestmark = pytest.mark.slow
@@ -54,8 +55,8 @@ def test_every_dtype_converts_to_ort_and_keeps_its_accuracy(shipped, tmp_path, d
     assert converted.read_bytes()[4:8] == b"ORTM"  # the flatbuffer's file identifier
     fold = dtype == "int8-weights"
     served, mobile = (predictions(session(path, fold_qdq=fold), x) for path in (model, converted))
-    assert abs(accuracy_pt(mobile, labels) - accuracy_pt(served, labels)) <= ONE_IMAGE_PT
-    assert agreement_pt(mobile, served) >= 100 - ONE_IMAGE_PT
+    assert abs(percent_correct(mobile == labels) - percent_correct(served == labels)) <= ONE_IMAGE_PT
+    assert percent_correct(mobile == served) >= 100 - ONE_IMAGE_PT
 
 
 def test_float16_stays_half_size_with_the_documented_conversion(shipped, tmp_path):
@@ -74,4 +75,4 @@ def test_float16_stays_half_size_with_the_documented_conversion(shipped, tmp_pat
     # fp16 weights kept: only the container's overhead (and the Casts' node entries) is added.
     assert kept < models["float16"].stat().st_size + 2 * format_overhead < 0.75 * float32_ort
     served, mobile = (predictions(session(path), x) for path in (models["float16"], tmp_path / "m-float16.ort"))
-    assert abs(accuracy_pt(mobile, labels) - accuracy_pt(served, labels)) <= ONE_IMAGE_PT
+    assert abs(percent_correct(mobile == labels) - percent_correct(served == labels)) <= ONE_IMAGE_PT

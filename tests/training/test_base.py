@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from service.archs import folded_model, inner_widths
 from service.errors import InvalidParameter
-from service.training.base import TrainConfig, learning_rate, train
+from service.training.base import BaseTrainConfig, learning_rate, train
 from service.training.data import DatasetInfo, Split, Splits
 
 INFO = DatasetInfo("tiny", 1, (8, 8), 3, ("a", "b", "c"), (0.5,), (0.25,), 1)
@@ -37,12 +37,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def config(out, **overrides) -> TrainConfig:
+def config(out, **overrides) -> BaseTrainConfig:
     # 40 images / batch 16 = 3 steps per epoch (the last one short); 2 epochs = 6 steps.
     fields = {"out": str(out), "epochs": 2, "batch": 16, "lr": 0.05, "save_every": 1, "log_every": 1,
               "device": "cpu"}  # exact-resume checks need the CPU's determinism; CUDA: test_device.py
     fields.update(overrides)
-    return TrainConfig(**fields)
+    return BaseTrainConfig(**fields)
 
 
 def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(tmp_path, splits):

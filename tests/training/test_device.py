@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from service.errors import InvalidParameter
 from service.hypernet import coord_table, generate, load_checkpoint
 from service.training import precision
-from service.training.base import TrainConfig as BaseConfig
+from service.training.base import BaseTrainConfig as BaseConfig
 from service.training.base import train
 from service.training.hypernet import Trainer
 from service.training.precision import hardware, resolve_device, resolve_precision
