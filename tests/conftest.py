@@ -13,3 +13,12 @@ def tiny_ckpt_path(tmp_path):
     from tests.factories import tiny_checkpoint
 
     return tiny_checkpoint(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """That checkpoint loaded, once for the whole session: for tests that only read it."""
+    from service.hypernet import load_checkpoint
+    from tests.factories import tiny_checkpoint
+
+    return load_checkpoint(tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.safetensors"))

@@ -14,9 +14,6 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from service.settings import SHIPPED_CHECKPOINTS
-from tests.fixtures.servers import start_live_service
-
 FAMILY = "resnet20"
 DTYPES = ("float32", "float16", "int8")
 
@@ -30,17 +27,8 @@ class Row(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def service():
-    paths = sorted(SHIPPED_CHECKPOINTS.glob("resnet20-*.safetensors"))
-    assert len(paths) == 2, paths
-    live = start_live_service(paths[0], checkpoints=paths)
-    yield live
-    live.stop()
-
-
-@pytest.fixture(scope="module")
-def catalog(service):
-    return httpx.get(f"{service}/archs", timeout=120).json()
+def catalog(shipped_service):
+    return httpx.get(f"{shipped_service}/archs", timeout=120).json()
 
 
 def rows(catalog: dict, dtype: str) -> list[Row]:
@@ -66,8 +54,8 @@ def best(candidates: list[Row], max_bytes=None, max_params=None, min_accuracy=No
     return {(r.arch, r.width) for r in fits if rank(r) == top}
 
 
-def pull(service: str, **params: object) -> httpx.Response:
-    return httpx.get(f"{service}/model", params={"family": FAMILY, **params}, timeout=120)
+def pull(url: str, **params: object) -> httpx.Response:
+    return httpx.get(f"{url}/model", params={"family": FAMILY, **params}, timeout=120)
 
 
 def check_served(response: httpx.Response, catalog: dict, dtype: str, allowed: set[tuple[str, int]]) -> Row:
@@ -87,86 +75,87 @@ def check_served(response: httpx.Response, catalog: dict, dtype: str, allowed: s
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("share", [0.0, 0.2, 0.45, 1.0])  # of the way from the smallest file to the largest
-def test_max_bytes_gets_the_most_accurate_file_that_fits(service, catalog, dtype, share):
+def test_max_bytes_gets_the_most_accurate_file_that_fits(shipped_service, catalog, dtype, share):
     candidates = rows(catalog, dtype)
     sizes = sorted(r.bytes for r in candidates)
     budget = int(sizes[0] + share * (sizes[-1] - sizes[0]))
-    served = check_served(pull(service, max_bytes=budget, dtype=dtype), catalog, dtype,
+    served = check_served(pull(shipped_service, max_bytes=budget, dtype=dtype), catalog, dtype,
                           best(candidates, max_bytes=budget))
     assert served.bytes <= budget
 
 
 @pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
-def test_max_params_gets_the_most_accurate_network_that_fits(service, catalog, share):
+def test_max_params_gets_the_most_accurate_network_that_fits(shipped_service, catalog, share):
     candidates = rows(catalog, "float32")
     counts = sorted(r.params for r in candidates)
     budget = int(counts[0] + share * (counts[-1] - counts[0]))
-    served = check_served(pull(service, max_params=budget), catalog, "float32", best(candidates, max_params=budget))
+    served = check_served(pull(shipped_service, max_params=budget), catalog, "float32",
+                          best(candidates, max_params=budget))
     assert served.params <= budget
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 @pytest.mark.parametrize("rank", [0, 0.5, 0.9, 1.0])  # the floor: that quantile of the measured accuracies
-def test_min_accuracy_gets_the_smallest_file_that_meets_it(service, catalog, dtype, rank):
+def test_min_accuracy_gets_the_smallest_file_that_meets_it(shipped_service, catalog, dtype, rank):
     candidates = rows(catalog, dtype)
     accuracies = sorted(r.accuracy for r in candidates)
     floor = accuracies[round(rank * (len(accuracies) - 1))]
-    served = check_served(pull(service, min_accuracy=floor, dtype=dtype), catalog, dtype,
+    served = check_served(pull(shipped_service, min_accuracy=floor, dtype=dtype), catalog, dtype,
                           best(candidates, min_accuracy=floor))
     assert served.accuracy >= floor
 
 
-def test_min_accuracy_and_max_bytes_must_both_hold(service, catalog):
+def test_min_accuracy_and_max_bytes_must_both_hold(shipped_service, catalog):
     candidates = rows(catalog, "float16")
     # A floor the smallest files miss and a budget the most accurate ones exceed: both bind.
     accuracies = sorted(r.accuracy for r in candidates)
     floor = accuracies[len(accuracies) // 2]
     budget = sorted(r.bytes for r in candidates if r.accuracy >= floor)[len(candidates) // 8]
     allowed = best(candidates, max_bytes=budget, min_accuracy=floor)
-    served = check_served(pull(service, max_bytes=budget, min_accuracy=floor, dtype="float16"), catalog, "float16",
-                          allowed)
+    served = check_served(pull(shipped_service, max_bytes=budget, min_accuracy=floor, dtype="float16"), catalog,
+                          "float16", allowed)
     assert served.bytes <= budget and served.accuracy >= floor
 
 
-def test_the_choice_is_cacheable_like_any_model(service, catalog):
-    first = pull(service, max_bytes=600_000)
+def test_the_choice_is_cacheable_like_any_model(shipped_service, catalog):
+    first = pull(shipped_service, max_bytes=600_000)
     etag = first.headers["etag"]
-    again = httpx.get(f"{service}/model", params={"family": FAMILY, "max_bytes": 600_000},
+    again = httpx.get(f"{shipped_service}/model", params={"family": FAMILY, "max_bytes": 600_000},
                       headers={"If-None-Match": etag}, timeout=60)
     assert again.status_code == 304 and again.headers["x-model-arch"] == first.headers["x-model-arch"]
-    pinned = httpx.get(f"{service}{first.headers['content-location']}", timeout=60)
+    pinned = httpx.get(f"{shipped_service}{first.headers['content-location']}", timeout=60)
     assert pinned.status_code == 200 and pinned.content == first.content
     assert pinned.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert pinned.headers["x-model-accuracy"] == first.headers["x-model-accuracy"]
 
 
-def test_an_arch_request_names_its_measured_accuracy_too(service, catalog):
+def test_an_arch_request_names_its_measured_accuracy_too(shipped_service, catalog):
     entry = catalog["resnet20-last"]
     width = min(entry["evaluation"]["per_width"], key=int)
-    r = httpx.head(f"{service}/model", params={"arch": "resnet20-last", "width": width}, timeout=60)
+    r = httpx.head(f"{shipped_service}/model", params={"arch": "resnet20-last", "width": width}, timeout=60)
     measured = entry["evaluation"]["per_width"][width]
     expected = f"{measured['accuracy']:g}; split={measured['measured_on']}; measured_as=float32"
     assert r.status_code == 200 and r.headers["x-model-accuracy"] == expected
 
 
-def test_a_request_no_model_meets_is_no_model_fits_naming_the_closest(service, catalog):
+def test_a_request_no_model_meets_is_no_model_fits_naming_the_closest(shipped_service, catalog):
     candidates = rows(catalog, "float32")
     smallest = min(candidates, key=lambda r: (r.bytes, r.params))
-    r = pull(service, max_bytes=smallest.bytes - 1)
+    r = pull(shipped_service, max_bytes=smallest.bytes - 1)
     assert r.status_code == 422 and r.headers["x-error-code"] == "no_model_fits" == r.json()["code"]
     assert f"{smallest.arch} width {smallest.width} ({smallest.bytes} bytes" in r.json()["message"]
     most_accurate = max(candidates, key=lambda r: (r.accuracy, -r.bytes))
-    too_high = pull(service, min_accuracy=f"{most_accurate.accuracy + 0.01:.2f}")
+    too_high = pull(shipped_service, min_accuracy=f"{most_accurate.accuracy + 0.01:.2f}")
     assert too_high.status_code == 422 and too_high.json()["code"] == "no_model_fits"
     assert f"{most_accurate.arch} width {most_accurate.width} " in too_high.json()["message"]
     # The floor is met, the budget is short: the closest is the smallest file that meets the floor.
     floor = max(r.accuracy for r in candidates)
     meeting = min((r for r in candidates if r.accuracy >= floor), key=lambda r: r.bytes)
-    short = pull(service, min_accuracy=floor, max_bytes=smallest.bytes)
+    short = pull(shipped_service, min_accuracy=floor, max_bytes=smallest.bytes)
     assert short.status_code == 422 and f"{meeting.arch} width {meeting.width} " in short.json()["message"]
 
 
-def test_archs_lists_each_familys_frontier_per_dtype(service, catalog):
+def test_archs_lists_each_familys_frontier_per_dtype(shipped_service, catalog):
     section = catalog["families"][FAMILY]
     assert section["archs"] == sorted(a for a, e in catalog.items() if a != "families" and e["family"] == FAMILY)
     assert set(section["frontier"]) >= set(DTYPES)
@@ -197,14 +186,14 @@ def test_archs_lists_each_familys_frontier_per_dtype(service, catalog):
     ({"samples": 2}, "invalid_parameter", 422, "samples cannot be combined with family"),
     ({"family": "mobilenet"}, "unknown_arch", 404, "unknown family 'mobilenet'; known: resnet20"),
 ])
-def test_bad_family_requests_are_coded(service, params, code, status, fragment):
-    r = httpx.get(f"{service}/model", params={"family": FAMILY, "max_bytes": 600_000, **params}, timeout=30)
+def test_bad_family_requests_are_coded(shipped_service, params, code, status, fragment):
+    r = httpx.get(f"{shipped_service}/model", params={"family": FAMILY, "max_bytes": 600_000, **params}, timeout=30)
     assert (r.status_code, r.headers["x-error-code"], r.json()["code"]) == (status, code, code)
     assert fragment in r.json()["message"] and r.json()["request_id"]
 
 
-def test_repeated_and_misplaced_parameters_are_coded(service):
+def test_repeated_and_misplaced_parameters_are_coded(shipped_service):
     for query in ("family=resnet20&family=resnet20", "family=resnet20&min_accuracy=90&min_accuracy=91",
                   "arch=resnet20&min_accuracy=90"):
-        r = httpx.get(f"{service}/model?{query}", timeout=30)
+        r = httpx.get(f"{shipped_service}/model?{query}", timeout=30)
         assert r.status_code == 422 and r.headers["x-error-code"] == "invalid_parameter", query

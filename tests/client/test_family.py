@@ -15,21 +15,10 @@ import pytest
 from neumeta_client._protocol import ModelRequest
 from neumeta_client.cli import EXIT_CODES, main
 
-from service.settings import SHIPPED_CHECKPOINTS
-from tests.fixtures.servers import start_live_service
-
-
-@pytest.fixture(scope="module")
-def service():
-    paths = sorted(SHIPPED_CHECKPOINTS.glob("resnet20-*.safetensors"))
-    live = start_live_service(paths[0], checkpoints=paths)
-    yield live
-    live.stop()
-
 
 @pytest.fixture
-def client(service, cache_dir):
-    with nc.Client(service, cache_dir=cache_dir, timeout=(5, 120)) as c:
+def client(shipped_service, cache_dir):
+    with nc.Client(shipped_service, cache_dir=cache_dir, timeout=(5, 120)) as c:
         yield c
 
 
@@ -58,9 +47,9 @@ def test_pull_with_a_byte_budget_gets_the_most_accurate_model_that_fits(client):
     assert (meta["neumeta.arch"], int(meta["neumeta.width"])) == (ref.arch, ref.width)  # the file says it too
 
 
-def test_async_pull_with_an_accuracy_floor_gets_the_smallest_file_meeting_it(service, cache_dir):
+def test_async_pull_with_an_accuracy_floor_gets_the_smallest_file_meeting_it(shipped_service, cache_dir):
     async def go() -> tuple[dict, float, nc.cache.Ref]:
-        async with nc.AsyncClient(service, cache_dir=cache_dir, timeout=(5, 120)) as client:
+        async with nc.AsyncClient(shipped_service, cache_dir=cache_dir, timeout=(5, 120)) as client:
             catalog = await client.archs()
             floor = sorted(r[3] for r in measured(catalog, "float32"))[-3]
             await client.pull(family="resnet20", min_accuracy=floor)
@@ -90,12 +79,12 @@ def test_no_model_fits_is_its_own_error(client):
     assert isinstance(info.value, ValueError) and info.value.status == 422
 
 
-def test_neumeta_pull_family_prints_the_path_and_what_was_chosen(service, cache_dir, capsys):
-    catalog = httpx.get(f"{service}/archs", timeout=60).json()
+def test_neumeta_pull_family_prints_the_path_and_what_was_chosen(shipped_service, cache_dir, capsys):
+    catalog = httpx.get(f"{shipped_service}/archs", timeout=60).json()
     rows = measured(catalog, "int8")
     floor = sorted(r[3] for r in rows)[len(rows) // 2]
     budget = max(r[2] for r in rows)
-    assert main(["--server", service, "--family", "resnet20", "--max-bytes", str(budget), "--min-accuracy",
+    assert main(["--server", shipped_service, "--family", "resnet20", "--max-bytes", str(budget), "--min-accuracy",
                  str(floor), "--dtype", "int8", "--cache-dir", str(cache_dir)]) == 0
     stdout, stderr = capsys.readouterr()
     meeting = [r for r in rows if r[3] >= floor]
@@ -104,19 +93,19 @@ def test_neumeta_pull_family_prints_the_path_and_what_was_chosen(service, cache_
     assert any(f"{arch} width={width} dtype=int8" in stderr and f"accuracy={accuracy:g}%" in stderr
                for arch, width, _, accuracy in chosen)
     key = ModelRequest(family="resnet20", max_bytes=budget, min_accuracy=floor, dtype="int8").cache_key(
-        httpx.URL(service))
+        httpx.URL(shipped_service))
     ref = nc.cache.ModelCache(cache_dir).read_ref(key)
     assert (ref.arch, ref.width, ref.size) in {(r[0], r[1], r[2]) for r in chosen}
     assert stdout.strip() == str(cache_dir / "blobs" / ref.sha256)
 
 
-def test_neumeta_pull_exit_codes_for_family_requests(service, cache_dir, capsys):
+def test_neumeta_pull_exit_codes_for_family_requests(shipped_service, cache_dir, capsys):
     code = dict((cls, code) for cls, code, _ in EXIT_CODES)[nc.NoModelFits]
-    assert main(["--server", service, "--family", "resnet20", "--max-bytes", "1000",
+    assert main(["--server", shipped_service, "--family", "resnet20", "--max-bytes", "1000",
                  "--cache-dir", str(cache_dir)]) == code
     assert "no_model_fits" in capsys.readouterr().err
     for flags in (["--family", "resnet20", "--width", "8"], ["--arch", "resnet20", "--min-accuracy", "90"],
                   ["--family", "resnet20", "--arch", "resnet20"]):
         with pytest.raises(SystemExit) as info:
-            main(["--server", service, *flags, "--cache-dir", str(cache_dir)])
+            main(["--server", shipped_service, *flags, "--cache-dir", str(cache_dir)])
         assert info.value.code == 2, flags

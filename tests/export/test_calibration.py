@@ -24,11 +24,6 @@ from tests.factories import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return load_checkpoint(tiny_checkpoint(tmp_path_factory.mktemp("calibration") / "tiny.safetensors"))
-
-
-@pytest.fixture(scope="module")
 def uncalibrated(tmp_path_factory):
     """A checkpoint for a dataset that ships no calibration set."""
     path = tmp_path_factory.mktemp("uncalibrated") / "tiny.safetensors"
@@ -59,12 +54,12 @@ def test_make_calibration_set_takes_each_class_in_turn():
     assert picked.flatten().tolist() == [0, 1, 2, 3, 4, 5]
 
 
-def test_ranges_cover_every_quantized_activation_and_match_a_forward_pass(ckpt):
-    state = generate(ckpt, 24)
+def test_ranges_cover_every_quantized_activation_and_match_a_forward_pass(tiny_ckpt):
+    state = generate(tiny_ckpt, 24)
     images = calibration_images("fashion-mnist")[:32]
-    ranges = activation_ranges(state, ckpt.manifest, images)
+    ranges = activation_ranges(state, tiny_ckpt.manifest, images)
     assert list(ranges) != [] and set(ranges) == set(activation_names(state))
-    x = normalized(images, ckpt.manifest)
+    x = normalized(images, tiny_ckpt.manifest)
     assert ranges["input"] == pytest.approx((float(x.min()), float(x.max())))
     model = folded_model(state, 1, 10)
     with torch.no_grad():
@@ -78,9 +73,9 @@ def test_ranges_cover_every_quantized_activation_and_match_a_forward_pass(ckpt):
                "conv2" not in name and "shortcut" not in name)
 
 
-def test_ranges_refuse_images_of_another_shape(ckpt):
+def test_ranges_refuse_images_of_another_shape(tiny_ckpt):
     with pytest.raises(ValueError, match="calibration images have shape"):
-        activation_ranges(generate(ckpt, 8), ckpt.manifest, np.zeros((4, 3, 32, 32), np.uint8))
+        activation_ranges(generate(tiny_ckpt, 8), tiny_ckpt.manifest, np.zeros((4, 3, 32, 32), np.uint8))
 
 
 def test_no_calibration_set_is_a_clear_error_and_other_dtypes_still_work(uncalibrated):

@@ -12,8 +12,7 @@ from onnx import TensorProto
 from service.archs import folded_model, param_count
 from service.export import DTYPES, GENERATOR_VERSION, OPSET, build_onnx, onnx_builder, predict_size
 from service.export.calibration import activation_ranges
-from service.hypernet import generate, load_checkpoint
-from tests.factories import tiny_checkpoint
+from service.hypernet import generate
 
 # How close int8 and float16 come to float32 is bounded on the shipped checkpoints with real test
 # images (tests/export/test_accuracy.py): a random tiny checkpoint's logits say nothing about that.
@@ -22,23 +21,18 @@ CONVS = 21  # stem + 9 blocks x 2 + 2 shortcuts
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return load_checkpoint(tiny_checkpoint(tmp_path_factory.mktemp("export") / "tiny.safetensors"))
+def states(tiny_ckpt):
+    return {w: generate(tiny_ckpt, w) for w in (1, 17, 33, 64)}
 
 
 @pytest.fixture(scope="module")
-def states(ckpt):
-    return {w: generate(ckpt, w) for w in (1, 17, 33, 64)}
-
-
-@pytest.fixture(scope="module")
-def ranges(ckpt, states):
+def ranges(tiny_ckpt, states):
     """int8 calibration ranges per width, from the shipped Fashion-MNIST calibration images."""
-    return {w: activation_ranges(state, ckpt.manifest) for w, state in states.items()}
+    return {w: activation_ranges(state, tiny_ckpt.manifest) for w, state in states.items()}
 
 
-def _build(ckpt, states, ranges, width, dtype, samples=1) -> bytes:
-    return build_onnx(states[width], ckpt.manifest, width, dtype, ckpt.sha256, samples,
+def _build(tiny_ckpt, states, ranges, width, dtype, samples=1) -> bytes:
+    return build_onnx(states[width], tiny_ckpt.manifest, width, dtype, tiny_ckpt.sha256, samples,
                       ranges[width] if dtype == "int8" else None)
 
 
@@ -54,8 +48,8 @@ def _torch_logits(state, x):
 
 @pytest.mark.parametrize("width", [1, 17, 33, 64])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_float32_matches_torch(ckpt, states, width, batch):
-    data = build_onnx(states[width], ckpt.manifest, width, "float32", ckpt.sha256, 1)
+def test_float32_matches_torch(tiny_ckpt, states, width, batch):
+    data = build_onnx(states[width], tiny_ckpt.manifest, width, "float32", tiny_ckpt.sha256, 1)
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(width + batch))
     got, expected = _run(data, x), _torch_logits(states[width], x)
@@ -65,8 +59,8 @@ def test_float32_matches_torch(ckpt, states, width, batch):
 
 @pytest.mark.parametrize("dtype", ["float16", "int8", "int8-weights"])
 @pytest.mark.parametrize("width", [1, 17, 64])
-def test_compressed_dtypes_are_valid_and_really_compressed(ckpt, states, ranges, dtype, width):
-    data = _build(ckpt, states, ranges, width, dtype)
+def test_compressed_dtypes_are_valid_and_really_compressed(tiny_ckpt, states, ranges, dtype, width):
+    data = _build(tiny_ckpt, states, ranges, width, dtype)
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(width))
     got, expected = _run(data, x), _torch_logits(states[width], x)
@@ -74,8 +68,8 @@ def test_compressed_dtypes_are_valid_and_really_compressed(ckpt, states, ranges,
     assert not np.array_equal(got, expected)  # weights (and for int8 activations) really are rounded
 
 
-def test_weight_storage_per_dtype(ckpt, states, ranges):
-    models = {d: onnx.load_from_string(_build(ckpt, states, ranges, 33, d)) for d in DTYPES}
+def test_weight_storage_per_dtype(tiny_ckpt, states, ranges):
+    models = {d: onnx.load_from_string(_build(tiny_ckpt, states, ranges, 33, d)) for d in DTYPES}
     kinds = {d: {i.data_type for i in m.graph.initializer} for d, m in models.items()}
     assert kinds["float32"] == {TensorProto.FLOAT}
     assert kinds["float16"] == {TensorProto.FLOAT16}
@@ -117,20 +111,20 @@ def _optimized_ops(data: bytes, tmp_path, **config) -> dict[str, int]:
     return ops
 
 
-def test_static_int8_runs_integer_convolutions(ckpt, states, ranges, tmp_path):
+def test_static_int8_runs_integer_convolutions(tiny_ckpt, states, ranges, tmp_path):
     """The point of int8: onnxruntime fuses every Conv (and its Relu) into an integer QLinearConv;
     the weight-only format keeps float Convs, folded to float weights only with disable_quant_qdq."""
-    static = _optimized_ops(_build(ckpt, states, ranges, 64, "int8"), tmp_path)
+    static = _optimized_ops(_build(tiny_ckpt, states, ranges, 64, "int8"), tmp_path)
     assert static.get("QLinearConv") == CONVS and "Conv" not in static and "Relu" not in static
-    weights_only = _optimized_ops(_build(ckpt, states, ranges, 64, "int8-weights"), tmp_path)
+    weights_only = _optimized_ops(_build(tiny_ckpt, states, ranges, 64, "int8-weights"), tmp_path)
     assert "QLinearConv" not in weights_only and weights_only.get("DequantizeLinear") == CONVS + 1
-    folded = _optimized_ops(_build(ckpt, states, ranges, 64, "int8-weights"), tmp_path,
+    folded = _optimized_ops(_build(tiny_ckpt, states, ranges, 64, "int8-weights"), tmp_path,
                             **{"session.disable_quant_qdq": "1"})
     assert "DequantizeLinear" not in folded and "QLinearConv" not in folded
 
 
-def test_signature_and_metadata(ckpt, states, ranges):
-    model = onnx.load_from_string(_build(ckpt, states, ranges, 17, "int8", samples=7))
+def test_signature_and_metadata(tiny_ckpt, states, ranges):
+    model = onnx.load_from_string(_build(tiny_ckpt, states, ranges, 17, "int8", samples=7))
     (inp,), (out,) = model.graph.input, model.graph.output
     assert inp.name == "input" and out.name == "logits"
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
@@ -139,12 +133,12 @@ def test_signature_and_metadata(ckpt, states, ranges):
     assert model.opset_import[0].version == OPSET and model.producer_name == "neumeta"
 
     meta = {p.key: p.value for p in model.metadata_props}
-    m = ckpt.manifest
+    m = tiny_ckpt.manifest
     assert meta["neumeta.arch"] == "resnet20"
     assert meta["neumeta.width"] == "17"
     assert int(meta["neumeta.params"]) == param_count(m.scope, 17, 1, 10)
     assert int(meta["neumeta.params"]) == sum(t.numel() for t in states[17].values())
-    assert meta["neumeta.checkpoint"] == ckpt.sha256 and len(ckpt.sha256) == 64
+    assert meta["neumeta.checkpoint"] == tiny_ckpt.sha256 and len(tiny_ckpt.sha256) == 64
     preprocess = json.loads(meta["neumeta.preprocess"])
     assert preprocess["mean"] == [0.286] and preprocess["std"] == [0.353]
     assert preprocess["layout"] == "NCHW" and preprocess["input_shape"] == [1, 28, 28]
@@ -154,42 +148,42 @@ def test_signature_and_metadata(ckpt, states, ranges):
     assert meta["neumeta.scope"] == "all" and meta["neumeta.generator_version"] == GENERATOR_VERSION
     assert meta["neumeta.dataset"] == "fashion-mnist"
     # The doc string names the arch, width, checkpoint and where the model card lives.
-    for part in ("resnet20", "width 17", ckpt.sha256[:12], "GET /archs", "docs/API.md", "calibrated"):
+    for part in ("resnet20", "width 17", tiny_ckpt.sha256[:12], "GET /archs", "docs/API.md", "calibrated"):
         assert part in model.doc_string
 
 
-def test_model_version_changes_with_checkpoint_and_generator(ckpt, states, monkeypatch):
+def test_model_version_changes_with_checkpoint_and_generator(tiny_ckpt, states, monkeypatch):
     def version(sha: str) -> int:
-        return onnx.load_from_string(build_onnx(states[1], ckpt.manifest, 1, "float32", sha, 1)).model_version
+        return onnx.load_from_string(build_onnx(states[1], tiny_ckpt.manifest, 1, "float32", sha, 1)).model_version
 
-    first = version(ckpt.sha256)
-    assert first > 0 and first == version(ckpt.sha256)
+    first = version(tiny_ckpt.sha256)
+    assert first > 0 and first == version(tiny_ckpt.sha256)
     assert version("f" * 64) != first
     monkeypatch.setattr(onnx_builder, "GENERATOR_VERSION", "g-next")
-    assert version(ckpt.sha256) != first
+    assert version(tiny_ckpt.sha256) != first
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_same_input_same_bytes(ckpt, states, dtype):
+def test_same_input_same_bytes(tiny_ckpt, states, dtype):
     """Calibration included: the same state gives the same ranges and the same file."""
     clone = {k: v.clone() for k, v in states[33].items()}
-    again = activation_ranges(clone, ckpt.manifest) if dtype == "int8" else None
-    a = _build(ckpt, states, {33: activation_ranges(states[33], ckpt.manifest)}, 33, dtype)
-    assert a == build_onnx(clone, ckpt.manifest, 33, dtype, ckpt.sha256, 1, again)
+    again = activation_ranges(clone, tiny_ckpt.manifest) if dtype == "int8" else None
+    a = _build(tiny_ckpt, states, {33: activation_ranges(states[33], tiny_ckpt.manifest)}, 33, dtype)
+    assert a == build_onnx(clone, tiny_ckpt.manifest, 33, dtype, tiny_ckpt.sha256, 1, again)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("width,samples", [(1, 1), (17, 12), (64, 100)])
-def test_predict_size_is_exact(ckpt, states, ranges, dtype, width, samples):
-    actual = len(_build(ckpt, states, ranges, width, dtype, samples))
-    assert predict_size(ckpt.manifest, width, dtype, samples) == actual
+def test_predict_size_is_exact(tiny_ckpt, states, ranges, dtype, width, samples):
+    actual = len(_build(tiny_ckpt, states, ranges, width, dtype, samples))
+    assert predict_size(tiny_ckpt.manifest, width, dtype, samples) == actual
     for sha in ("0" * 64, "f" * 64):  # whatever the checkpoint (model_version, doc string)
-        assert len(build_onnx(states[width], ckpt.manifest, width, dtype, sha, samples,
+        assert len(build_onnx(states[width], tiny_ckpt.manifest, width, dtype, sha, samples,
                               ranges[width] if dtype == "int8" else None)) == actual
 
 
-def test_predict_size_defaults_to_manifest_samples_and_orders_dtypes(ckpt):
-    m = ckpt.manifest
+def test_predict_size_defaults_to_manifest_samples_and_orders_dtypes(tiny_ckpt):
+    m = tiny_ckpt.manifest
     assert predict_size(m, 40, "float32") == predict_size(m, 40, "float32", m.default_samples)
     assert (predict_size(m, 40, "int8-weights") < predict_size(m, 40, "int8") < predict_size(m, 40, "float16")
             < predict_size(m, 40, "float32"))
@@ -197,31 +191,31 @@ def test_predict_size_defaults_to_manifest_samples_and_orders_dtypes(ckpt):
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
 
 
-def test_rejects_unknown_dtype_and_wrong_shapes(ckpt, states, ranges):
+def test_rejects_unknown_dtype_and_wrong_shapes(tiny_ckpt, states, ranges):
     with pytest.raises(ValueError, match="unknown dtype 'bfloat16'"):
-        build_onnx(states[17], ckpt.manifest, 17, "bfloat16", ckpt.sha256, 1)
+        build_onnx(states[17], tiny_ckpt.manifest, 17, "bfloat16", tiny_ckpt.sha256, 1)
     with pytest.raises(ValueError, match="dtype int8 needs activation ranges"):
-        build_onnx(states[17], ckpt.manifest, 17, "int8", ckpt.sha256, 1)
+        build_onnx(states[17], tiny_ckpt.manifest, 17, "int8", tiny_ckpt.sha256, 1)
     partial = {k: v for k, v in ranges[17].items() if k != "layer2.0.shortcut.out"}
     with pytest.raises(ValueError, match="no calibration range for activation layer2.0.shortcut.out"):
-        build_onnx(states[17], ckpt.manifest, 17, "int8", ckpt.sha256, 1, partial)
+        build_onnx(states[17], tiny_ckpt.manifest, 17, "int8", tiny_ckpt.sha256, 1, partial)
     wrong_shape = r"layer1.0.conv1.weight has shape \(4, 16, 3, 3\), expected \(8, 16, 3, 3\) at width 33"
     with pytest.raises(ValueError, match=wrong_shape):
-        build_onnx(states[17], ckpt.manifest, 33, "float32", ckpt.sha256, 1)
+        build_onnx(states[17], tiny_ckpt.manifest, 33, "float32", tiny_ckpt.sha256, 1)
     broken = dict(states[17])
     del broken["fc.bias"]
     with pytest.raises(ValueError, match="fc.bias has shape None"):
-        build_onnx(broken, ckpt.manifest, 17, "float32", ckpt.sha256, 1)
+        build_onnx(broken, tiny_ckpt.manifest, 17, "float32", tiny_ckpt.sha256, 1)
 
 
-def test_rejects_non_finite_and_float16_overflow(ckpt, states):
+def test_rejects_non_finite_and_float16_overflow(tiny_ckpt, states):
     bad = dict(states[17])
     bad["layer2.1.conv2.bias"] = bad["layer2.1.conv2.bias"].clone()
     bad["layer2.1.conv2.bias"][3] = float("nan")
     with pytest.raises(ValueError, match="layer2.1.conv2.bias holds NaN or inf"):
-        build_onnx(bad, ckpt.manifest, 17, "float32", ckpt.sha256, 1)
+        build_onnx(bad, tiny_ckpt.manifest, 17, "float32", tiny_ckpt.sha256, 1)
     big = dict(states[17])
     big["fc.weight"] = big["fc.weight"] * 0 + 7e4
     with pytest.raises(ValueError, match="fc.weight has values beyond float16's range"):
-        build_onnx(big, ckpt.manifest, 17, "float16", ckpt.sha256, 1)
-    assert build_onnx(big, ckpt.manifest, 17, "float32", ckpt.sha256, 1)  # fine in float32
+        build_onnx(big, tiny_ckpt.manifest, 17, "float16", tiny_ckpt.sha256, 1)
+    assert build_onnx(big, tiny_ckpt.manifest, 17, "float32", tiny_ckpt.sha256, 1)  # fine in float32
