@@ -124,7 +124,9 @@ def _closest(found: list[Candidate], accurate_enough: Callable[[Candidate], bool
     accurate model there is."""
     meeting_floor = [c for c in found if accurate_enough(c)]
     if meeting_floor:
-        size = (lambda c: (c.params, c.bytes)) if by_params else (lambda c: (c.bytes, c.params))
+        def size(c: Candidate) -> tuple[int, int]:
+            return (c.params, c.bytes) if by_params else (c.bytes, c.params)
+
         smallest = min(meeting_floor, key=lambda c: (*size(c), -c.accuracy, c.arch, c.width))
         floor = " meeting the accuracy floor" if len(meeting_floor) < len(found) else ""
         return f"the smallest model{floor}, {smallest.named()}"

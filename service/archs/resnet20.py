@@ -69,6 +69,11 @@ class BasicBlock(nn.Module):
 class ResNet20(nn.Module):
     """ResNet20 with per-block inner widths (``inner_widths[i]`` = conv1's output channels)."""
 
+    # The stages are registered by name in a loop (add_module); declared here so they are typed.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -95,19 +100,31 @@ class ResNet20(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W) -> (B, classes)
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        logits: torch.Tensor = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))  # Module calls are Any
+        return logits
+
+    def block(self, name: str) -> BasicBlock:
+        """The residual block called ``name`` (one of ``block_names()``)."""
+        block = self.get_submodule(name)
+        if not isinstance(block, BasicBlock):
+            raise TypeError(f"{name} is a {type(block).__name__}, not a residual block")
+        return block
 
 
 def full_inner_widths() -> list[int]:
     return [block_io(i)[1] for i in range(NUM_BLOCKS)]
 
 
-def _fold(conv: nn.Conv2d, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """W' = W * g / sqrt(var + eps), b' = beta + (b - mean) * g / sqrt(var + eps)."""
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"expected a Conv2d to fold into, got {type(conv).__name__}")
     weight = conv.weight.detach()
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
     if not isinstance(bn, nn.BatchNorm2d):
         return weight.clone(), bias.clone()
+    if bn.running_var is None or bn.running_mean is None:
+        raise ValueError("a BatchNorm that tracks no running statistics has nothing to fold")
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     return weight * scale[:, None, None, None], bn.bias.detach() + (bias - bn.running_mean) * scale
 
@@ -118,7 +135,7 @@ def conv_bn_pairs(model: ResNet20) -> list[tuple[str, str]]:
     pairs = [("conv1", "bn1")]
     for name in block_names():
         pairs += [(f"{name}.conv1", f"{name}.bn1"), (f"{name}.conv2", f"{name}.bn2")]
-        if isinstance(model.get_submodule(name).shortcut, nn.Conv2d):
+        if isinstance(model.block(name).shortcut, nn.Conv2d):
             pairs.append((f"{name}.shortcut", f"{name}.shortcut_bn"))
     return pairs
 

@@ -20,6 +20,7 @@ rebuilds and re-runs the graph (docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from service.hypernet.checkpoint import Manifest
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
 CALIBRATION_SIZE = 256
+# What register_forward_hook calls: (module, its positional inputs, its output).
+ForwardHook = Callable[[torch.nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
 
 
 class CalibrationUnavailable(InvalidParameter):
@@ -52,7 +55,7 @@ def calibration_images(dataset: str) -> np.ndarray:
     if not path.is_file():
         raise CalibrationUnavailable(f"dtype int8 needs calibration images of dataset {dataset!r} and none ship "
                                      f"with this service; use dtype int8-weights (no calibration) or float32")
-    images = np.load(path, allow_pickle=False)
+    images: np.ndarray = np.load(path, allow_pickle=False)
     images.setflags(write=False)
     return images
 
@@ -83,8 +86,8 @@ def activation_ranges(state: dict[str, torch.Tensor], manifest: Manifest,
     model = folded_model(state, manifest.in_channels, manifest.num_classes)
     ranges: dict[str, Range] = {}
 
-    def record(name: str, relu: bool = False, pool: bool = False):
-        def hook(_module, _inputs, out: torch.Tensor) -> None:
+    def record(name: str, relu: bool = False, pool: bool = False) -> ForwardHook:
+        def hook(_module: torch.nn.Module, _inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             if pool:  # layer3's output (B, 64, h, w) -> the pooled, flattened (B, 64) that feeds the fc
                 out = out.mean(dim=(2, 3))
             lo, hi = out.aminmax()
@@ -95,7 +98,7 @@ def activation_ranges(state: dict[str, torch.Tensor], manifest: Manifest,
     handles = [model.conv1.register_forward_hook(record("stem.relu", relu=True)),
                model.layer3.register_forward_hook(record("flatten", pool=True))]
     for name in block_names():
-        block = model.get_submodule(name)
+        block = model.block(name)
         handles += [block.conv1.register_forward_hook(record(f"{name}.relu1", relu=True)),
                     block.conv2.register_forward_hook(record(f"{name}.conv2.out")),
                     block.register_forward_hook(record(f"{name}.out"))]

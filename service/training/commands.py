@@ -66,7 +66,7 @@ def cmd_train_ship(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from service.training.base import add_arguments
 
     group = subparsers.add_parser("train", help="train the base model, baselines and the hypernetwork")

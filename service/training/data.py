@@ -12,6 +12,7 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     crop_padding: int  # augmentation: random crop after zero-padding by this many pixels
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"dataset": self.name, "in_channels": self.in_channels, "input_size": list(self.input_size),
                 "num_classes": self.num_classes, "labels": list(self.labels),
                 "mean": list(self.mean), "std": list(self.std)}
@@ -129,7 +130,7 @@ def _load_fmnist(root: Path) -> tuple[ImagesLabels, ImagesLabels]:
 
 # --- CIFAR-10: the dataset's own python-pickle batches ------------------------------------------
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path) -> dict[str, Any]:
     # pickle only because it is the user-provided dataset's own published format; checkpoints never are.
     try:
         with open(path, "rb") as f:

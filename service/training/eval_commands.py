@@ -131,7 +131,7 @@ def _add_scoring_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the generated networks run (auto: CUDA when available)")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("eval", help="test-set accuracy per width vs baselines: JSON table + PNG plots")
     p.add_argument("--checkpoint", required=True, type=Path, help="service checkpoint (.safetensors)")
     p.add_argument("--base", type=Path, default=None,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fast_tsp
 import numpy as np
@@ -185,7 +186,7 @@ class GroupReport:
 
 
 def permute_folded(state: dict[str, torch.Tensor], seconds: float = FAST_TSP_SECONDS
-                   ) -> tuple[dict[str, torch.Tensor], dict]:
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(permuted state_dict computing the same function, report with TV per group and in total).
 
     ``seconds`` bounds fast-tsp's search per group of more than 20 channels (smaller ones are exact).
@@ -217,7 +218,7 @@ def permute_folded(state: dict[str, torch.Tensor], seconds: float = FAST_TSP_SEC
     return permuted, summary
 
 
-def permute_file(src: str | Path, dst: str | Path, seconds: float = FAST_TSP_SECONDS) -> dict:
+def permute_file(src: str | Path, dst: str | Path, seconds: float = FAST_TSP_SECONDS) -> dict[str, Any]:
     """Permute a folded.safetensors into ``dst`` (+ ``dst`` with .json: the TV report); returns it."""
     state, metadata = load_folded(src)
     permuted, report = permute_folded(state, seconds)

@@ -37,7 +37,7 @@ def bf16_is_native(device: torch.device) -> bool:
     """Whether bfloat16 convolutions are fast on ``device``: a CUDA GPU with bf16, or a CPU that oneDNN
     runs bf16 on (AVX-512 and up). Elsewhere they are emulated and slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())  # unannotated in torch: Any to mypy
     # torch's own oneDNN probe (private: if a release drops it, fp32 is the safe answer).
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return device.type == "cpu" and probe is not None and bool(probe())

@@ -122,7 +122,7 @@ def pull_flow(ctx: Context, request: ModelRequest, progress: Progress | None = N
     key = request.cache_key(ctx.base_url)
     if ctx.offline:
         ref = ctx.cache.read_ref(key)
-        if ctx.cache.cached_blob(ref) is None:
+        if ref is None or ctx.cache.cached_blob(ref) is None:
             raise errors.OfflineError(f"offline and {describe(request)} is not in the cache at {ctx.cache.root}")
         blob = ctx.cache.verified_blob(ref)
         if blob is None:
