@@ -117,7 +117,7 @@ def time_seconds(fn: Callable[[], torch.Tensor], device: torch.device, quick: bo
 def path_of(case: Case, problem: Problem) -> str:
     if case.method != "triton":
         return "per-layer (torch)"
-    from kernels.fused_inr import path_taken
+    from kernels.fused_launch import path_taken
 
     return path_taken(problem.weights.w_in.shape[2], case.precision, problem.coords.device)
 
@@ -226,7 +226,7 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
     from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler.compiler import ASTSource
 
-    from kernels import fused_inr
+    from kernels import fused_inr, fused_launch
 
     kernel = fused_inr._fused_inr_kernel
     ptxas = get_ptxas(90).path
@@ -244,7 +244,7 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
             # The shipped INR's shape (D = 5, F = 8, L = 3, O = 9) at hidden HP.
             const = {"L": 3, "CLEAN_FIRST": True, "DA": 8, "F_PAD": 8, "HP": hp, "OP": 16, "SPLIT": hp > 128,
                      "PREC": prec}
-            for launch in fused_inr._launch_candidates(hp, 1 << 20):
+            for launch in fused_launch.candidates(hp, 1 << 20, interpreting=False):
                 meta = {**const, "BLOCK_M": launch.block_m, "RELOAD": launch.reload}
                 src = ASTSource(kernel, {**sig, **{k: "constexpr" for k in meta}}, constexprs=meta)
                 opts = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}

@@ -35,11 +35,11 @@ TRITON_INTERPRET could not interpret them.
 
 Precision: accumulation is always fp32. ``precision`` picks the dot inputs: "fp32" (3xTF32 on
 the tensor cores, see _KERNEL_PRECISION), "tf32", or "bf16" (weights pre-cast once, activations
-cast per dot). In interpreter mode
-(TRITON_INTERPRET=1, CPU tests) every variant runs as fp32: the interpreter's numpy dot ignores
-tf32 and gives wrong numbers for bf16. Block sizes are heuristics, not ``@triton.autotune``:
-autotune does not work in the interpreter, and a timing-dependent pick could change the last
-bits of a generated model between replicas, breaking the byte-identical-output contract.
+cast per dot). In interpreter mode (TRITON_INTERPRET=1, CPU tests) every variant runs as fp32:
+the interpreter's numpy dot ignores tf32 and gives wrong numbers for bf16. Block sizes are
+heuristics (``kernels.fused_launch``), not ``@triton.autotune``: autotune does not work in the
+interpreter, and a timing-dependent pick could change the last bits of a generated model between
+replicas, breaking the byte-identical-output contract.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ import contextlib
 import itertools
 import logging
 import threading
-from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels.fused_pack import next_pow2, packed
+from kernels import fused_launch
+from kernels.fused_pack import packed
 from kernels.reference import INRWeights, inr_mean_reference, sample_key
 from service.constants import KERNEL_PRECISIONS, MAX_FUSED_HIDDEN, MAX_SAMPLES
 
@@ -202,7 +202,8 @@ def _fused_inr_kernel(
     tl.store(out_ptr + rows[:, None] * O + ocols[None, :], y, mask=out_mask)
 
 
-def _interpreting() -> bool:
+def interpreting() -> bool:
+    """Whether launches run in Triton's interpreter (TRITON_INTERPRET=1: the CPU tests and CI)."""
     return not isinstance(_fused_inr_kernel, triton.runtime.JITFunction)
 
 
@@ -213,41 +214,7 @@ _INTERPRETER_LOCK = threading.Lock()
 
 
 def _launch_guard() -> contextlib.AbstractContextManager[object]:
-    return _INTERPRETER_LOCK if _interpreting() else contextlib.nullcontext()
-
-
-class _Launch(NamedTuple):
-    block_m: int
-    num_warps: int
-    num_stages: int
-    reload: bool = False  # re-read the weights every sample (RELOAD): less shared memory, more L2 reads
-
-
-def _launch_candidates(hp: int, max_rows: int) -> list[_Launch]:
-    """Heuristic launch shapes, best first; the next is tried if one exceeds the chip's resources."""
-    if _interpreting():
-        # The interpreter's cost is per program and per op, not per element: one big tile per
-        # head (up to 1024 rows) keeps the CPU tests fast.
-        return [_Launch(min(1024, next_pow2(max_rows, 16)), 4, 1)]
-    # Shapes checked by compiling for sm_90 (python -m kernels.bench --compile-report 64,128,256):
-    # the weights do not depend on the sample, so the compiler keeps a head's weights in shared
-    # memory across the K loop and a second pipeline stage buys nothing but spills.
-    if hp <= 64:
-        held = [_Launch(64, 4, 1)]  # one warpgroup, 64-row wgmma tiles: no spills in tf32/bf16
-    elif hp <= 128:
-        # (128, 128) fp32 activation + accumulator = 128 regs/thread at 8 warps, no spills;
-        # tf32 weights take 208 KiB of Hopper's 227 (64 rows: 176 KiB, a few spills).
-        held = [_Launch(128, 8, 1), _Launch(64, 4, 1)]
-    else:
-        # HP = 256: two (64, 128) halves at 8 warps. Fewer rows (32) would leave the tensor cores
-        # (wgmma needs 64 per warpgroup) for the FMA path: per-layer cuBLAS is faster than that.
-        held = [_Launch(64, 8, 1)]
-    # Then the same shapes re-reading the weights every sample, before giving up on fusion.
-    return held + [launch._replace(reload=True) for launch in held]
-
-
-# Launch shape that compiled, per kernel specialisation and device: failures are not retried.
-_LAUNCH_OK: dict[tuple, _Launch | None] = {}
+    return _INTERPRETER_LOCK if interpreting() else contextlib.nullcontext()
 
 
 def fused_inr_mean(
@@ -283,22 +250,21 @@ def fused_inr_mean(
     if hidden > MAX_FUSED_HIDDEN:
         args = (coords, jitter, out_scale, head_offsets, weights, num_freqs, samples, seed, clean_first)
         return _per_layer(args, precision)
-    if _interpreting():
+    if interpreting():
         precision = "fp32"  # see the module docstring: tf32/bf16 are not emulated by the interpreter
-    kernel_prec = "ieee" if _interpreting() else _KERNEL_PRECISION[precision]
+    kernel_prec = "ieee" if interpreting() else _KERNEL_PRECISION[precision]
     out_dim = weights.w_out.shape[2]
     out = torch.empty(n_rows, out_dim, device=coords.device, dtype=torch.float32)
     if n_rows == 0:
         return out
     p = packed(weights, dim, num_freqs, precision)
     layers = weights.w_hidden.shape[1]
-    # samples == 1 is its own specialisation (Triton folds the K loop away, and with it the weights
-    # held across samples), so a shape that fits at K = 1 says nothing about K > 1 and vice versa.
-    spec = (p.da, p.f_pad, p.hp, p.op, layers, clean_first, precision, str(coords.device), samples == 1)
+    spec = fused_launch.KernelSpec(p.da, p.f_pad, p.hp, p.op, layers, clean_first, precision, str(coords.device),
+                                   single_sample=samples == 1)
     max_rows = max(b - a for a, b in itertools.pairwise(head_offsets))
     # (The interpreter's one candidate depends on the row count: nothing to remember there.)
-    known = spec in _LAUNCH_OK and not _interpreting()
-    candidates = [_LAUNCH_OK[spec]] if known else _launch_candidates(p.hp, max_rows)
+    known = spec in fused_launch.DECIDED and not interpreting()
+    candidates = [fused_launch.DECIDED[spec]] if known else fused_launch.candidates(p.hp, max_rows, interpreting())
     # uint32 keys carried as int32 bit patterns; the kernel bitcasts them back.
     keys = [key - (1 << 32) if key >= 1 << 31 else key for key in (sample_key(seed, k) for k in range(samples))]
     keys_t = torch.tensor(keys, dtype=torch.int32).to(coords.device)
@@ -324,30 +290,13 @@ def fused_inr_mean(
         except triton.runtime.OutOfResources as exc:
             log.info("fused INR launch %s does not fit (%s); trying a smaller one", launch, exc)
             continue
-        _LAUNCH_OK.pop(spec, None)  # re-insert: the newest decision is last (see path_taken)
-        _LAUNCH_OK[spec] = launch
+        fused_launch.remember(spec, launch)
         return out
-    if _LAUNCH_OK.get(spec, 0) is not None:
+    if fused_launch.DECIDED.get(spec, 0) is not None:
         log.warning("fused INR kernel does not fit this device for %s; evaluating layer by layer", spec)
-    _LAUNCH_OK.pop(spec, None)
-    _LAUNCH_OK[spec] = None
+    fused_launch.remember(spec, None)
     inputs = (coords, jitter, out_scale, head_offsets, weights, num_freqs, samples, seed, clean_first)
     return _per_layer(inputs, precision)
-
-
-def path_taken(hidden: int, precision: str, device: torch.device | str) -> str:
-    """How earlier calls in this process evaluated this hidden size and precision (for reports)."""
-    if hidden > MAX_FUSED_HIDDEN:
-        return "per-layer (H > fused limit)"
-    hp = next_pow2(hidden, 16)
-    seen = [launch for spec, launch in _LAUNCH_OK.items()
-            if spec[2] == hp and spec[6] == precision and spec[7] == str(torch.device(device))]
-    if not seen:
-        return "fused" if _interpreting() else "not run"
-    if seen[-1] is None:
-        return "per-layer (fused does not fit)"
-    reload = ", weights re-read per sample" if seen[-1].reload else ""
-    return f"fused, BLOCK_M {seen[-1].block_m}, {seen[-1].num_warps} warps{reload}"
 
 
 def _per_layer(args: tuple, precision: str) -> torch.Tensor:

@@ -15,7 +15,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from kernels import fused_launch
 from kernels.dispatch import BackendUnavailable, resolve_backend
+from kernels.fused_launch import LaunchShape
 from kernels.reference import INRWeights, inr_mean_reference
 
 CUDA = torch.cuda.is_available()
@@ -29,7 +31,7 @@ def _import_kernel_module():
     os.environ["TRITON_INTERPRET"] = "1"
     try:
         module = importlib.import_module("kernels.fused_inr")
-        if module._interpreting():
+        if module.interpreting():
             return module
         return importlib.reload(module)  # imported earlier without the interpreter: re-decorate
     finally:
@@ -249,8 +251,8 @@ class _TooBigBelow:
 def test_launch_that_does_not_fit_tries_smaller_then_per_layer(monkeypatch, caplog, limit, fused):
     fake = _TooBigBelow(fused_inr._fused_inr_kernel, limit)
     monkeypatch.setattr(fused_inr, "_fused_inr_kernel", fake)
-    monkeypatch.setattr(fused_inr, "_launch_candidates",
-                        lambda hp, rows: [fused_inr._Launch(64, 4, 2), fused_inr._Launch(32, 4, 1)])
+    monkeypatch.setattr(fused_launch, "candidates",
+                        lambda hp, rows, interpreting: [LaunchShape(64, 4, 2), LaunchShape(32, 4, 1)])
     weights = random_weights(2, 5, 2, 16, 1, 9)
     coords, jitter, scale, offsets = random_table(100, 2)
     got = fused_inr_mean(coords, jitter, scale, offsets, weights, 2, 2, seed=4)
@@ -258,7 +260,7 @@ def test_launch_that_does_not_fit_tries_smaller_then_per_layer(monkeypatch, capl
     assert (got - want).abs().max() <= 1e-5
     assert fake.tried == [64, 32]
     assert ("layer by layer" in caplog.text) is not fused
-    path = fused_inr.path_taken(16, "fp32", DEVICE)
+    path = fused_launch.path_taken(16, "fp32", DEVICE)
     assert path == ("fused, BLOCK_M 32, 4 warps" if fused else "per-layer (fused does not fit)")
 
 
@@ -266,15 +268,15 @@ def test_launch_that_does_not_fit_tries_smaller_then_per_layer(monkeypatch, capl
 def test_weights_re_read_per_sample_give_the_same_numbers_when_holding_them_does_not_fit(monkeypatch):
     fake = _TooBigBelow(fused_inr._fused_inr_kernel, 1024, reload_only=True)
     monkeypatch.setattr(fused_inr, "_fused_inr_kernel", fake)
-    monkeypatch.setattr(fused_inr, "_launch_candidates", lambda hp, rows: [
-        fused_inr._Launch(64, 4, 1), fused_inr._Launch(64, 4, 1, reload=True)])
+    monkeypatch.setattr(fused_launch, "candidates", lambda hp, rows, interpreting: [
+        LaunchShape(64, 4, 1), LaunchShape(64, 4, 1, reload=True)])
     weights = random_weights(3, 5, 4, 24, 2, 9)  # hidden 24 -> HP 32: padded too
     coords, jitter, scale, offsets = random_table(200, 3)
     got = fused_inr_mean(coords, jitter, scale, offsets, weights, 4, 5, seed=7)
     want = inr_mean_reference(coords, jitter, scale, offsets, weights, 4, 5, seed=7)
     assert (got - want).abs().max() <= 1e-5
     assert fake.tried == [64, "64 re-read"]  # held first, then re-read
-    assert fused_inr.path_taken(24, "fp32", DEVICE) == "fused, BLOCK_M 64, 4 warps, weights re-read per sample"
+    assert fused_launch.path_taken(24, "fp32", DEVICE) == "fused, BLOCK_M 64, 4 warps, weights re-read per sample"
 
 
 @pytest.mark.skipif(CUDA, reason="drives the launcher with the interpreted kernel")
@@ -283,9 +285,9 @@ def test_what_fits_at_one_sample_is_remembered_apart_from_several(monkeypatch):
     # and the reverse, instead of one decision (or a fallback to per-layer) covering both.
     fake = _TooBigBelow(fused_inr._fused_inr_kernel, 1024, reload_only=True)
     monkeypatch.setattr(fused_inr, "_fused_inr_kernel", fake)
-    monkeypatch.setattr(fused_inr, "_LAUNCH_OK", {})
-    held, reread = fused_inr._Launch(64, 4, 1), fused_inr._Launch(64, 4, 1, reload=True)
-    monkeypatch.setattr(fused_inr, "_launch_candidates", lambda hp, rows: [held, reread])
+    monkeypatch.setattr(fused_launch, "DECIDED", {})
+    held, reread = LaunchShape(64, 4, 1), LaunchShape(64, 4, 1, reload=True)
+    monkeypatch.setattr(fused_launch, "candidates", lambda hp, rows, interpreting: [held, reread])
     weights = random_weights(2, 5, 4, 40, 1, 9)
     coords, jitter, scale, offsets = random_table(120, 2)
     for k in (1, 3):
@@ -293,12 +295,11 @@ def test_what_fits_at_one_sample_is_remembered_apart_from_several(monkeypatch):
         assert (got - inr_mean_reference(coords, jitter, scale, offsets, weights, 4, k, seed=1)).abs().max() <= 1e-5
     assert fake.tried == [64, 64, "64 re-read"]
     # One remembered decision per specialisation (a GPU launcher reuses them; the interpreter retries).
-    assert {spec[-1]: launch for spec, launch in fused_inr._LAUNCH_OK.items()} == {True: held, False: reread}
+    assert {spec.single_sample: launch for spec, launch in fused_launch.DECIDED.items()} == {True: held, False: reread}
 
 
-def test_every_launch_shape_has_a_re_reading_fallback(monkeypatch):
-    monkeypatch.setattr(fused_inr, "_interpreting", lambda: False)  # the GPU's candidates
-    for hp in (16, 64, 128, 256):
-        held = [c for c in fused_inr._launch_candidates(hp, 1 << 20) if not c.reload]
-        reread = [c for c in fused_inr._launch_candidates(hp, 1 << 20) if c.reload]
+def test_every_launch_shape_has_a_re_reading_fallback():
+    for hp in (16, 64, 128, 256):  # the GPU's candidates
+        held = [c for c in fused_launch.candidates(hp, 1 << 20, interpreting=False) if not c.reload]
+        reread = [c for c in fused_launch.candidates(hp, 1 << 20, interpreting=False) if c.reload]
         assert held and [c._replace(reload=False) for c in reread] == held
