@@ -19,7 +19,7 @@ dispatched ops per training step in all. Here, per width (``WidthPlan``, cached)
 - the output goes into the generated tensors with ``coords.scatter`` (one split), and the
   Frobenius-norm term is one segment sum over rows instead of a norm per tensor.
 
-Only one sample (K = 1), clean or noisy, and no channel embeddings: what training uses. The result
+Only one sample (K = 1), clean or noisy: what training uses. The result
 equals ``HyperNet.forward(table, samples=1, seed, clean_first=seed is None)`` up to float rounding
 (tests/training/test_batched_inr.py checks outputs and gradients at several widths).
 """
