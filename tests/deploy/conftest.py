@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from tests.deploy.loaders import ROOT
+from tests.fixtures.redis import free_port
+from tests.waiting import DEADLINE_S
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +36,54 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("deploy") / "resnet20.safetensors")
     with TestClient(create_app(Settings(checkpoints=[checkpoint]))) as client:
         yield client
+
+
+def render_nginx_conf(prefix: Path, upstreams: list[str], port: int) -> str:
+    """The shipped config with only the addresses swapped: compose DNS name -> loopback replicas."""
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert "server neumeta:8000 resolve;" in conf and "listen 8080;" in conf
+    servers = "\n        ".join(f"server {address};" for address in upstreams)
+    conf = conf.replace("server neumeta:8000 resolve;", servers)  # `resolve` needs nginx >= 1.27.3
+    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    return conf.replace("/tmp/", f"{prefix}/")
+
+
+@pytest.fixture
+def nginx_dir() -> Iterator[Path]:
+    """nginx's prefix. Not pytest's tmp_path: run as root, nginx writes its cache from worker processes
+    running as nobody, who cannot enter pytest's 0700 directories (the cache then silently stays empty)."""
+    path = Path(tempfile.mkdtemp(prefix="neumeta-nginx-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_nginx(nginx_dir: Path) -> Iterator[Callable[[list[str]], str]]:
+    """``start_nginx(["127.0.0.1:PORT", ...])`` runs deploy/nginx/nginx.conf in front of those upstreams and
+    returns its URL once it answers; every nginx started is stopped at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(upstreams: list[str]) -> str:
+        port = free_port()
+        conf, log = nginx_dir / "nginx.conf", nginx_dir / "nginx.log"
+        conf.write_text(render_nginx_conf(nginx_dir, upstreams, port))
+        with log.open("w") as out:  # a file, not a pipe: nobody reads the access log while tests run
+            proc = subprocess.Popen(["nginx", "-p", str(nginx_dir), "-c", str(conf), "-e", "stderr", "-g",
+                                     "daemon off;"], stdout=out, stderr=subprocess.STDOUT)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            try:
+                httpx.get(f"{url}/nginx-health", timeout=1)
+                return url
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"nginx did not start: {log.read_text()}")
+                time.sleep(0.05)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)

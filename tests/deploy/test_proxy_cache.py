@@ -6,53 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.deploy.test_scale_out import render_nginx_conf
 from tests.factories import tiny_checkpoint
-from tests.fixtures.redis import free_port
-from tests.waiting import DEADLINE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")]
 MODEL = {"arch": "resnet20", "width": 16}
-
-
-@pytest.fixture
-def nginx_dir() -> Iterator[Path]:
-    """nginx's prefix. Not pytest's tmp_path: run as root, nginx writes its cache from worker processes
-    running as nobody, who cannot enter pytest's 0700 directories (the cache then silently stays empty)."""
-    path = Path(tempfile.mkdtemp(prefix="neumeta-nginx-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def start_nginx(tmp_path: Path, upstream: str) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf(tmp_path, [upstream], port))
-    log = tmp_path / "nginx.log"  # a file, not a pipe: nobody reads the access log while tests run
-    with log.open("w") as out:
-        proc = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        try:
-            httpx.get(f"{url}/nginx-health", timeout=1)
-            return url, proc
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"nginx did not start: {log.read_text()}")
-            time.sleep(0.05)
 
 
 def until_cached(client: httpx.Client, location: str, **kwargs) -> httpx.Response:
@@ -67,21 +31,17 @@ def until_cached(client: httpx.Client, location: str, **kwargs) -> httpx.Respons
 
 
 @pytest.fixture
-def proxied(nginx_dir, make_live_service) -> Iterator[tuple[str, object, callable]]:
+def proxied(start_nginx, make_live_service) -> tuple[str, object, Callable[[Path], object]]:
     """(proxy URL, the service, restart(checkpoint) -> the new service on the same port)."""
     service = make_live_service()
     port = int(service.url.rsplit(":", 1)[1])
-    url, proc = start_nginx(nginx_dir, f"127.0.0.1:{port}")
+    url = start_nginx([f"127.0.0.1:{port}"])
 
     def restart(checkpoint: Path):
         service.stop()
         return make_live_service(checkpoint, port=port)
 
-    try:
-        yield url, service, restart
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return url, service, restart
 
 
 def test_a_checkpoint_swap_reaches_the_next_request_through_the_cache(proxied, tmp_path):
@@ -128,20 +88,16 @@ def test_ranges_and_conditionals_on_a_cached_blob_are_answered_by_the_proxy(prox
         assert after == served_before  # all from the proxy's cache
 
 
-def test_an_unknown_blob_is_not_cached_and_keys_are_enforced(nginx_dir, make_live_service):
+def test_an_unknown_blob_is_not_cached_and_keys_are_enforced(start_nginx, make_live_service):
     service = make_live_service(api_keys=["key-one"])
-    url, proc = start_nginx(nginx_dir, service.url.removeprefix("http://"))
-    try:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            auth = {"Authorization": "Bearer key-one"}
-            missing = client.get(f"/blobs/sha256/{'0' * 64}", headers=auth)
-            assert missing.status_code == 404 and missing.headers["x-error-code"] == "blob_not_found"
-            assert client.get(f"/blobs/sha256/{'0' * 64}", headers=auth).headers["x-cache-status"] == "MISS"
-            location = client.get("/model", params=MODEL, headers=auth).headers["content-location"]
-            assert client.get(location, headers=auth).status_code == 200
-            assert until_cached(client, location, headers=auth).headers["x-cache-status"] == "HIT"
-            refused = client.get(location)  # cached, but not for a request without the key
-            assert refused.status_code == 401 and refused.headers["x-error-code"] == "unauthorized"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    url = start_nginx([service.url.removeprefix("http://")])
+    with httpx.Client(base_url=url, timeout=60) as client:
+        auth = {"Authorization": "Bearer key-one"}
+        missing = client.get(f"/blobs/sha256/{'0' * 64}", headers=auth)
+        assert missing.status_code == 404 and missing.headers["x-error-code"] == "blob_not_found"
+        assert client.get(f"/blobs/sha256/{'0' * 64}", headers=auth).headers["x-cache-status"] == "MISS"
+        location = client.get("/model", params=MODEL, headers=auth).headers["content-location"]
+        assert client.get(location, headers=auth).status_code == 200
+        assert until_cached(client, location, headers=auth).headers["x-cache-status"] == "HIT"
+        refused = client.get(location)  # cached, but not for a request without the key
+        assert refused.status_code == 401 and refused.headers["x-error-code"] == "unauthorized"

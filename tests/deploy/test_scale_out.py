@@ -4,54 +4,18 @@ replicas that share one real Redis. What one replica generated, the other serves
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 
 import httpx
 import pytest
-
-from tests.deploy.loaders import ROOT
-from tests.fixtures.redis import free_port
-from tests.waiting import DEADLINE_S
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")]
 
 
-def render_nginx_conf(tmp_path, upstreams: list[str], port: int) -> str:
-    """The shipped config with only the addresses swapped: compose DNS name -> loopback replicas."""
-    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
-    assert "server neumeta:8000 resolve;" in conf and "listen 8080;" in conf
-    servers = "\n        ".join(f"server {address};" for address in upstreams)
-    conf = conf.replace("server neumeta:8000 resolve;", servers)  # `resolve` needs nginx >= 1.27.3
-    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    return conf.replace("/tmp/", f"{tmp_path}/")
-
-
 @pytest.fixture
-def proxy(tmp_path, redis_server, make_live_service):
+def proxy(redis_server, make_live_service, start_nginx):
     replicas = [make_live_service(redis_url=redis_server.url) for _ in range(2)]
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(render_nginx_conf(tmp_path, [r.url.removeprefix("http://") for r in replicas], port))
-    proc = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        try:
-            httpx.get(f"{url}/nginx-health", timeout=1)
-            break
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"nginx did not start: {proc.stdout.read().decode()}")
-            time.sleep(0.05)
-    try:
-        yield url, replicas
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return start_nginx([r.url.removeprefix("http://") for r in replicas]), replicas
 
 
 def test_a_model_generated_behind_one_replica_is_a_cache_hit_behind_the_other(proxy):
