@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ class BaseTrainConfig:
     log_every: int = 100  # steps between log lines
     save_every: int = 200  # steps between resume checkpoints (also saved at every epoch end)
     max_steps: int | None = None  # stop (resumably) after this global step: smoke runs and tests
-    extra: dict = field(default_factory=dict)  # recorded in the sidecar (e.g. scope, width)
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the sidecar (e.g. scope, width)
 
 
 def learning_rate(cfg: BaseTrainConfig, step: int, total_steps: int) -> float:
@@ -86,7 +87,8 @@ def _build(cfg: BaseTrainConfig, splits: Splits,
     info = splits.info
     model = ResNet20(info.in_channels, info.num_classes, cfg.inner_widths, batchnorm=True).to(device)
     if cfg.precision == "bf16":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (documented); torch's overloads of it leave the keyword out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.wd)
     return model, opt
@@ -99,15 +101,15 @@ class Progress:
     step: int = 0
     best_val: float = -1.0
     best_epoch: int = -1
-    history: list[dict] = field(default_factory=list)  # one row per finished epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
     wall_s: float = 0.0
 
     @classmethod
-    def from_state(cls, state: dict) -> Progress:
+    def from_state(cls, state: dict[str, Any]) -> Progress:
         return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
-def _resume(cfg: BaseTrainConfig, model: ResNet20, opt: torch.optim.SGD, state: dict, path: Path) -> Progress:
+def _resume(cfg: BaseTrainConfig, model: ResNet20, opt: torch.optim.SGD, state: dict[str, Any], path: Path) -> Progress:
     """Load ``last.pt``'s ``state`` into model and optimizer; refuse a changed recipe."""
     saved = state["config"]
     changed = [k for k in FROZEN_ON_RESUME if saved.get(k) != asdict(cfg).get(k)]
@@ -119,7 +121,7 @@ def _resume(cfg: BaseTrainConfig, model: ResNet20, opt: torch.optim.SGD, state: 
     return Progress.from_state(state)
 
 
-def train(cfg: BaseTrainConfig, splits: Splits | None = None, command: str | None = None) -> dict:
+def train(cfg: BaseTrainConfig, splits: Splits | None = None, command: str | None = None) -> dict[str, Any]:
     """Train (or resume) into ``cfg.out``; returns the sidecar dict once finished, else the progress."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +168,7 @@ def train(cfg: BaseTrainConfig, splits: Splits | None = None, command: str | Non
 
 
 def _run_epoch(cfg: BaseTrainConfig, splits: Splits, model: ResNet20, opt: torch.optim.SGD, progress: Progress,
-               stop_at: int, total_steps: int, save_last: Callable[[], None], t0: float) -> dict:
+               stop_at: int, total_steps: int, save_last: Callable[[], None], t0: float) -> dict[str, float]:
     """Train from ``progress.step`` to the end of its epoch (or ``stop_at``); returns train loss/acc."""
     from tqdm import tqdm  # the [train] extra: `neumeta --help` and `serve` import this module without it
 
@@ -208,7 +210,7 @@ def _run_epoch(cfg: BaseTrainConfig, splits: Splits, model: ResNet20, opt: torch
     return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
 
 
-def finalize(cfg: BaseTrainConfig, splits: Splits, progress: Progress, command: str) -> dict:
+def finalize(cfg: BaseTrainConfig, splits: Splits, progress: Progress, command: str) -> dict[str, Any]:
     """Fold the best-by-val model's BatchNorm, write folded.safetensors + folded.json."""
     out = Path(cfg.out)
     model, _ = _build(cfg, splits)
@@ -254,7 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_out: str | None) -> N
     parser.add_argument("--max-steps", type=int, default=None, help="stop (resumably) after this many steps")
 
 
-def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = None, **extra) -> BaseTrainConfig:
+def config_from_args(args: argparse.Namespace, inner_widths: list[int] | None = None, **extra: Any) -> BaseTrainConfig:
     for name in ("epochs", "batch"):
         if getattr(args, name) < 1:
             raise InvalidParameter(f"--{name} must be >= 1, got {getattr(args, name)}")
