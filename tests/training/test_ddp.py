@@ -23,7 +23,7 @@ def test_two_ranks_hold_identical_hypernetwork_weights(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "service.training.hypernet", "--base", str(base), "--out", str(out), "--data", "synthetic:64",
-           "--steps", "3", "--warm-steps", "1", "--batch", "4", "--hidden", "8", "--layers", "1", "--freqs", "2",
+           "--steps", "4", "--batch", "4", "--hidden", "8", "--layers", "1", "--freqs", "2",
            "--val-widths", "16", "--val-limit", "8", "--val-every", "1000", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
