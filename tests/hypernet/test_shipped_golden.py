@@ -33,6 +33,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+# Bit-exact float results hold for one torch build on one instruction set: another vector ISA or
+# BLAS build reorders reductions. On such a machine the golden says nothing, so the case is skipped
+# with the reason rather than failing on bytes the code did not change.
+SAME_MACHINE_KIND = (torch.__version__ == GOLDEN["torch"]
+                     and torch.backends.cpu.get_cpu_capability() == GOLDEN["cpu_capability"])
+
+
+@pytest.mark.skipif(not SAME_MACHINE_KIND, reason=f"golden recorded with torch {GOLDEN['torch']} on "
+                    f"{GOLDEN['cpu_capability']}; this is torch {torch.__version__} on "
+                    f"{torch.backends.cpu.get_cpu_capability()}")
 @pytest.mark.parametrize("case", GOLDEN["cases"], ids=_case_id)
 def test_generate_is_byte_identical_to_the_recorded_golden(case, tmp_path, capsys, one_thread):
     out = tmp_path / "model.safetensors"
