@@ -74,9 +74,9 @@ def _settings_paths() -> tuple[list[Path], str]:
 
 
 def _load_for_arch(arch: str, checkpoint: Path | None) -> Checkpoint:
-    from service.serving.catalog import Catalog
     from service.errors import UnknownArch
     from service.hypernet.checkpoint import load_checkpoint
+    from service.serving.catalog import Catalog
 
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
@@ -141,7 +141,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("generate", help="generate a network of one width: ONNX, or safetensors weights")
     p.add_argument("--arch", required=True, help="catalog id, e.g. resnet20")
     p.add_argument("--width", required=True, type=int, help="inner width on the stage-3 scale (full = 64)")

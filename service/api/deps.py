@@ -40,15 +40,18 @@ class Service:
 
 
 async def get_service(request: Request) -> Service:
-    return request.app.state.service
+    service: Service = request.app.state.service
+    return service
 
 
 async def get_catalog(request: Request) -> Catalog:
-    return request.app.state.service.catalog
+    catalog: Catalog = request.app.state.service.catalog
+    return catalog
 
 
 async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # exists before the lifespan runs, unlike the rest
+    metrics: Metrics = request.app.state.metrics  # exists before the lifespan runs, unlike the rest
+    return metrics
 
 
 async def get_generator() -> Generator:

@@ -29,7 +29,7 @@ UNMATCHED = "unmatched"  # route label for 404s, so random paths cannot blow up 
 def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if _SAFE_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break  # present but unsafe: replace it rather than echo it into logs and headers

@@ -24,7 +24,7 @@ from service.errors import InvalidParameter, WidthOutOfRange
 from service.export import DTYPES
 
 MAX_DIGITS = 18  # fits an int64 budget; longer numbers are treated as "huge", never int()-parsed
-HUGE = 10**MAX_DIGITS
+HUGE: int = 10**MAX_DIGITS
 _INTEGER = re.compile(r"-?[0-9]+")  # [0-9], not \d: \d also matches Unicode digits
 _ARCH = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # the catalog id pattern of the manifest, bounded
 # A percentage as /archs writes it (92.44, 90, 0.5): no exponent, no "+", at most 3 + 6 digits; a

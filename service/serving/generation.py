@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from service.errors import Busy
 from service.metrics import Metrics
@@ -105,7 +105,7 @@ class GenerationPool:
             return self._retry_after_s
         return max(1, math.ceil(self._slot_wait_locked(time.monotonic())))
 
-    def _release(self, _future: Future | None) -> None:
+    def _release(self, _future: Future[Any] | None) -> None:  # a done-callback: any job's future
         with self._lock:
             self._admitted -= 1
 

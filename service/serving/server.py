@@ -11,6 +11,7 @@ import argparse
 import gc
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -18,10 +19,13 @@ from service.constants import BACKENDS
 from service.logging import configure_logging
 from service.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI  # imported by the factory itself, in the worker process
+
 APP_FACTORY = "service.serving.server:app_for_serving"
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("serve", help="run the weight service (HTTP)",
                                    description="Serve ONNX models of any width over HTTP.")
     parser.add_argument("--host", help="interface to bind (NEUMETA_HOST, default 127.0.0.1)")
@@ -46,7 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def app_for_serving():  # -> FastAPI; runs in each uvicorn worker process
+def app_for_serving() -> FastAPI:  # runs in each uvicorn worker process
     from service.api.app import create_app
 
     settings = get_settings()
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="neumeta")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
-    return args.func(args)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":
