@@ -17,7 +17,6 @@ from typing import Generic, TypeVar
 
 import torch
 
-
 V = TypeVar("V")
 
 

@@ -13,11 +13,11 @@ import re
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
-import tomllib
 
 from tests.fixtures.redis import free_port
 from tests.waiting import wait_until_answering

@@ -8,7 +8,7 @@ A well-formed integer outside a range is ``width_out_of_range`` for widths and
 ``invalid_parameter`` for everything else; anything malformed is ``invalid_parameter``.
 
 A request names either an ``arch`` (one checkpoint: a width, or the largest width within one
-budget) or a ``family`` (service/families.py: across its archs, by ``max_bytes``, ``max_params``
+budget) or a ``family`` (service/serving/families.py: across its archs, by ``max_bytes``, ``max_params``
 and ``min_accuracy``, all of which must hold). A family request picks the arch and the width from
 the measured tables, so ``width`` and ``samples`` (the tables hold the default K's files) are refused.
 """

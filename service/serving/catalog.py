@@ -10,10 +10,10 @@ from service.archs import param_count
 from service.errors import CheckpointError, UnknownArch
 from service.export import predict_size
 from service.export.calibration import servable_dtypes
-from service.families import describe_families
 from service.hypernet.checkpoint import Checkpoint, load_checkpoint
+from service.serving.families import describe_families
 
-# GET /archs is keyed by catalog id plus this one section (service/families.py): no checkpoint may take it.
+# GET /archs is keyed by catalog id plus this one section (service/serving/families.py): no checkpoint may take it.
 FAMILIES_KEY = "families"
 
 

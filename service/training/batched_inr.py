@@ -35,7 +35,6 @@ from service.hypernet import HyperNet, coord_table
 from service.hypernet.coords import CoordTable
 from service.hypernet.model import band_limit_gains
 
-
 PADDING = {True: 2.0, False: 1.0}  # max_padding of a bucket, by "on CUDA"
 
 

@@ -4,9 +4,9 @@ the right torch build per image, and the CUDA wheel tag matching the CUDA base i
 from __future__ import annotations
 
 import re
+import tomllib
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 
 from tests.deploy.loaders import ROOT, dockerfile_stages

@@ -1,4 +1,4 @@
-"""service/families.py on small hand-made tables: the tie rules the shipped tables may never exercise,
+"""service/serving/families.py on small hand-made tables: the tie rules the shipped tables may never exercise,
 and the frontier plot. (tests/api/test_family.py checks the choices on the real service.)"""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from service.errors import CheckpointError, NoModelFits, UnknownArch
-from service.families import candidates, choose, describe_families, frontier
-from service.frontier_plot import main as plot_main
 from service.serving.catalog import Catalog
+from service.serving.families import candidates, choose, describe_families, frontier
+from service.training.frontier_plot import main as plot_main
 from tests.factories import tiny_checkpoint
 
 

@@ -1,11 +1,11 @@
 """Plot a family's (bytes, accuracy) frontier, the picture behind ``GET /model?family=...``.
 
-    python -m service.frontier_plot                              # shipped checkpoints -> docs/results/
-    python -m service.frontier_plot --server http://host:8000    # what a running service publishes
+    python -m service.training.frontier_plot                              # shipped checkpoints -> docs/results/
+    python -m service.training.frontier_plot --server http://host:8000    # what a running service publishes
 
 One panel per dtype: every measured (arch, width) as a point, coloured by arch, and the Pareto
 frontier of ``GET /archs`` (``families``) as a step line: the model a ``max_bytes`` budget gets is the
-frontier point at the budget's left. Reads the same tables the service chooses from (service/families.py).
+frontier point at the budget's left. Reads the same tables the service chooses from (service/serving/families.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.constants import DTYPES
-from service.families import candidates, frontier
+from service.serving.families import candidates, frontier
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -75,7 +75,8 @@ def plot_family(entries: dict[str, Any], family: str, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.frontier_plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m service.training.frontier_plot",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--server", help="read GET /archs from this service instead of local checkpoints")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="(default: the shipped ones)")
     parser.add_argument("--family", default="resnet20")
