@@ -16,12 +16,12 @@ the measured tables, so ``width`` and ``samples`` (the tables hold the default K
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from starlette.datastructures import QueryParams
 
 from service.errors import InvalidParameter, WidthOutOfRange
 from service.export import DTYPES
+from service.serving.request import ModelQuery
 
 MAX_DIGITS = 18  # fits an int64 budget; longer numbers are treated as "huge", never int()-parsed
 HUGE: int = 10**MAX_DIGITS
@@ -33,18 +33,6 @@ _PERCENT = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,6})?")
 
 KNOWN = ("arch", "family", "width", "dtype", "samples", "max_params", "max_bytes", "min_accuracy")
 SELECTORS = ("width", "max_params", "max_bytes")
-
-
-@dataclass(frozen=True)
-class ModelQuery:
-    arch: str | None = None  # exactly one of arch and family
-    dtype: str = "float32"
-    width: int | None = None
-    samples: int | None = None
-    max_params: int | None = None
-    max_bytes: int | None = None
-    family: str | None = None
-    min_accuracy: float | None = None  # percent, family requests only
 
 
 def _show(value: str) -> str:

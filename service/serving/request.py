@@ -24,6 +24,21 @@ SAFETENSORS_DTYPES = ("float32", "float16")  # the int8s are ONNX quantizations
 cached_param_count = lru_cache(maxsize=1024)(param_count)  # walks every tensor spec: cached per (arch, width)
 
 
+@dataclass(frozen=True)
+class ModelQuery:
+    """What a ``GET /model`` query asks for, parsed (``service.api.query``) but not yet resolved:
+    ``service.serving.selection`` turns it into a ``ModelRequest``."""
+
+    arch: str | None = None  # exactly one of arch and family
+    dtype: str = "float32"
+    width: int | None = None
+    samples: int | None = None
+    max_params: int | None = None
+    max_bytes: int | None = None
+    family: str | None = None
+    min_accuracy: float | None = None  # percent, family requests only
+
+
 @dataclass(frozen=True, eq=False)
 class ModelRequest:
     """One model, fully resolved; build it with ``resolve`` unless every field is already checked."""

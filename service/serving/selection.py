@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.api.query import ModelQuery
 from service.errors import WidthOutOfRange
 from service.export import predict_size
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_width, resolve_samples
 from service.serving.catalog import Catalog
 from service.serving.families import candidates, choose
-from service.serving.request import ModelRequest, cached_param_count
+from service.serving.request import ModelQuery, ModelRequest, cached_param_count
 
 
 def sizes_files(query: ModelQuery) -> bool:

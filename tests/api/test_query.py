@@ -6,8 +6,9 @@ import httpx
 import pytest
 from starlette.datastructures import QueryParams
 
-from service.api.query import HUGE, ModelQuery, parse_int, parse_model_query
+from service.api.query import HUGE, parse_int, parse_model_query
 from service.errors import InvalidParameter, WidthOutOfRange
+from service.serving.request import ModelQuery
 from tests.fixtures.servers import start_live_service
 
 BAD = "invalid_parameter"
