@@ -31,6 +31,12 @@ KernelPrecision = Literal["fp32", "tf32", "bf16"]
 KERNEL_PRECISIONS: tuple[KernelPrecision, ...] = get_args(KernelPrecision)
 DEFAULT_KERNEL_PRECISION: KernelPrecision = "fp32"  # until tf32/bf16 are measured on a GPU (<= 0.05 pt loss)
 
+# torch's intra-op threads while generating. A matmul's reduction order depends on how many threads
+# split it, so the same request gave other bytes at 2 threads than at 1 (resnet20 width 37): replicas
+# with other core counts disagreed on one cache key. One thread makes the bytes a function of the
+# request (on one torch build and CPU instruction set); concurrency comes from the generation pool.
+GENERATION_THREADS = 1
+
 # Most noisy samples K a generation may average: a manifest's default, ?samples=K and the
 # kernel's per-sample keys (computed on the host, one int each) are all bounded by it.
 MAX_SAMPLES = 100

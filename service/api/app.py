@@ -20,6 +20,7 @@ from service.metrics import Metrics
 from service.serving.catalog import Catalog
 from service.serving.digests import DigestIndex
 from service.serving.generation import GenerationPool
+from service.serving.pipeline import pin_generation_threads
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("neumeta.app")
@@ -28,6 +29,7 @@ log = logging.getLogger("neumeta.app")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    pin_generation_threads()  # this thread sizes the catalog; the pool's workers pin themselves
     # Fail at start-up, not on the first request: a forced backend that cannot run, a bad checkpoint.
     backend = resolve_backend(settings.backend)
     catalog = Catalog.from_paths(settings.checkpoint_paths())
@@ -42,7 +44,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings=settings, metrics=app.state.metrics, catalog=catalog,
         cache=BlobCache(settings, app.state.metrics),
         pool=GenerationPool(settings.max_concurrent_generations, settings.max_queued_generations,
-                            settings.generation_timeout_s, settings.retry_after_s, app.state.metrics),
+                            settings.generation_timeout_s, settings.retry_after_s, app.state.metrics,
+                            initializer=pin_generation_threads),
         backend=backend, digests=DigestIndex(), precision=settings.kernel_precision,
     )
     log.info("service ready", extra={"archs": catalog.ids(), "backend": backend,

@@ -29,7 +29,7 @@ from service.hypernet.checkpoint import Manifest
 OPSET = 17
 IR_VERSION = 8  # the IR version that opset 17 shipped with; older runtimes accept it
 # Bumped whenever the bytes for a given (checkpoint, request) change: it is part of cache keys.
-GENERATOR_VERSION = "g2"
+GENERATOR_VERSION = "g3"  # g3: generation at one torch thread (service.constants.GENERATION_THREADS)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 MODEL_CARD = "GET /archs of the service that served this file (entry {arch}); format: docs/API.md"
 

@@ -35,9 +35,13 @@ SMOOTHING = 0.3  # weight of the newest generation time in the moving average
 
 class GenerationPool:
     def __init__(
-        self, workers: int, max_queued: int, timeout_s: float, retry_after_s: int, metrics: Metrics
+        self, workers: int, max_queued: int, timeout_s: float, retry_after_s: int, metrics: Metrics,
+        initializer: Callable[[], None] | None = None,
     ) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neumeta-gen")
+        # initializer runs once in each worker thread: torch's intra-op thread count is per OS thread
+        # (OpenMP), so a setting made on the event loop's thread does not reach the workers.
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neumeta-gen",
+                                            initializer=initializer)
         self._workers = workers
         self._capacity = workers + max_queued
         self._timeout_s = timeout_s

@@ -18,14 +18,22 @@ from dataclasses import dataclass
 
 import torch
 
-from service.constants import DEFAULT_KERNEL_PRECISION, WEIGHT_FORMATS
+from service.constants import DEFAULT_KERNEL_PRECISION, GENERATION_THREADS, WEIGHT_FORMATS
 from service.export import GENERATOR_VERSION, build_onnx
 from service.export.calibration import activation_ranges, calibration_images
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import folded_state
 from service.serving.request import ModelRequest, check_dtype, resolve
 
-__all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "Generator", "ModelBlob", "check_dtype", "render", "render_model"]
+__all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "Generator", "ModelBlob", "check_dtype", "pin_generation_threads",
+           "render", "render_model"]
+
+def pin_generation_threads() -> None:
+    """Give the calling thread's torch the intra-op thread count generation is defined at
+    (``GENERATION_THREADS``). The count is per OS thread (OpenMP), so every thread that generates
+    calls it: the service's pool workers as they start, ``neumeta generate`` before it renders."""
+    torch.set_num_threads(GENERATION_THREADS)
+
 
 SAFETENSORS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 

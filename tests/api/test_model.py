@@ -165,3 +165,28 @@ def test_malformed_or_multiple_ranges_are_ignored(live_service):
     for header in ("bytes=0-9,20-29", "bytes=abc", "items=0-9", "bytes=9-2"):
         r = get(live_service, {"Range": header}, width=8)
         assert r.status_code == 200 and r.content == body, header
+
+
+
+def test_a_replica_serves_the_same_bytes_at_any_thread_count(make_live_service):
+    # A matmul's reduction order depends on how many threads split it: at 2 intra-op threads the
+    # shipped resnet20 at width 37 used to come out with other bytes than at 1. Generation is defined
+    # at GENERATION_THREADS in every thread that generates (the pool's workers, the CLI), so a replica
+    # whose threads start at another count serves what `neumeta generate` writes.
+    import torch
+
+    from service.serving.pipeline import pin_generation_threads, render_model
+    from service.settings import SHIPPED_CHECKPOINTS
+
+    shipped = SHIPPED_CHECKPOINTS / "resnet20-fmnist-all.safetensors"
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # threads created from here on start at 2 as well
+    try:
+        service = make_live_service(shipped)
+        served = httpx.get(f"{service.url}/model", params={"arch": "resnet20", "width": 37}, timeout=60)
+        assert served.status_code == 200
+        pin_generation_threads()
+        expected = render_model(load_checkpoint(shipped), 37, backend="torch")
+        assert hashlib.sha256(served.content).hexdigest() == expected.sha256
+    finally:
+        torch.set_num_threads(before)
