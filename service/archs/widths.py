@@ -9,7 +9,7 @@ decides which blocks follow it:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from service.archs.resnet20 import (
     BLOCKS_PER_STAGE,
@@ -21,7 +21,7 @@ from service.archs.resnet20 import (
 )
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     LAST = "last"
     ALL = "all"
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 CATALOG = {"resnet20": {"scope": "all", "widths": {"min": 1, "max": 64, "default": 64}, "labels": ["a", "b"]}}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
@@ -14,7 +14,7 @@ from neumeta_client._retry import RetryPolicy, RetryState, parse_retry_after
 
 
 def test_retry_after_accepts_seconds_and_http_dates():
-    now = datetime(2026, 11, 23, 1, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 1, 0, 0, tzinfo=UTC)
     assert parse_retry_after("7", now) == 7.0
     assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
     assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
