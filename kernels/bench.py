@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ from service.constants import KERNEL_PRECISIONS, MAX_FUSED_HIDDEN, MAX_SAMPLES
 # The shipped `all` checkpoint's INR (one head per generated tensor: 36 heads) and the paper's 512-wide,
 # 8-layer INR (input layer + 7 residual hidden layers; output layer excluded from the count; one head
 # per role). The head layout changes only which weights a row reads, not its work.
-INR_SHAPES = {
+INR_SHAPES: dict[str, dict[str, Any]] = {  # HyperNetConfig keyword arguments
     "shipped": {"hidden": 128, "layers": 3, "num_freqs": 8, "head_per_block": True},
     "paper": {"hidden": 512, "layers": 7, "num_freqs": 10},
 }
@@ -102,7 +103,7 @@ def time_seconds(fn: Callable[[], torch.Tensor], device: torch.device, quick: bo
             import triton.testing
 
             # do_bench's warm-up and repeat windows are in ms; quick keeps each case ~0.1 s.
-            ms = triton.testing.do_bench(fn, warmup=10 if quick else 50, rep=50 if quick else 500,
+            ms: float = triton.testing.do_bench(fn, warmup=10 if quick else 50, rep=50 if quick else 500,
                                          return_mode="median")
             return ms / 1e3
         fn()  # warm-up
@@ -267,8 +268,8 @@ def compile_report(hiddens: list[int], precisions: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _csv(kind: Callable[[str], object], allowed: tuple | None = None) -> Callable[[str], list]:
-    def parse(text: str) -> list:
+def _csv(kind: Callable[[str], object], allowed: tuple[object, ...] | None = None) -> Callable[[str], list[object]]:
+    def parse(text: str) -> list[object]:
         items = [kind(item.strip()) for item in text.split(",") if item.strip()]
         bad = [i for i in items if allowed is not None and i not in allowed]
         if not items or bad:
@@ -313,14 +314,16 @@ def cmd_bench_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+def bench_group(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """The subcommands of ``neumeta bench``, made by whichever module registers first."""
     bench = subparsers.choices.get("bench") or subparsers.add_parser("bench", help="benchmarks")
     group = next((a for a in bench._actions if isinstance(a, argparse._SubParsersAction)), None)
     return group or bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench kernel`` to the ``neumeta`` command (``bench train`` is service.training.commands')."""
     p = bench_group(subparsers).add_parser(
         "kernel", help="hypernetwork evaluators: Triton vs PyTorch eager vs torch.compile")

@@ -63,9 +63,9 @@ def evaluate_mean(
         from kernels.fused_inr import fused_inr_mean  # imported lazily: triton is optional
 
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        args = [on_device(t, device) for t in (coords, jitter, out_scale)]
         w = weights.map(lambda t: on_device(t, device))
-        out = fused_inr_mean(*args, head_offsets, w, num_freqs, samples, seed, precision=precision)
+        out = fused_inr_mean(on_device(coords, device), on_device(jitter, device), on_device(out_scale, device),
+                             head_offsets, w, num_freqs, samples, seed, precision=precision)
         return out.cpu()
     return inr_mean_reference(
         coords, jitter, out_scale, head_offsets, weights, num_freqs, samples=samples, seed=seed
@@ -75,7 +75,7 @@ def evaluate_mean(
 # Device copies of CPU tensors that outlive a request (checkpoint weights, cached coordinate
 # tables), so a GPU generation does not re-upload ~1-8 MB of INR weights every call. One copy per
 # source: a source moved to another device replaces its copy.
-_DEVICE_COPIES = TensorMemo(per_source=1)
+_DEVICE_COPIES: TensorMemo[torch.Tensor] = TensorMemo(per_source=1)
 
 
 def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -20,7 +20,8 @@ Triton kernel using uint32 wrap-around reproduces it bit for bit.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, overload
 
 import torch
 
@@ -43,11 +44,15 @@ class INRWeights(NamedTuple):
     w_out: torch.Tensor  # (Hd, H, O)
     b_out: torch.Tensor  # (Hd, O)
 
-    def map(self, fn) -> INRWeights:
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> INRWeights:
         """The same weights with ``fn`` applied to every tensor (a device move, a cast)."""
         return INRWeights(*(fn(t) for t in self))
 
 
+@overload
+def hash32(x: torch.Tensor) -> torch.Tensor: ...
+@overload
+def hash32(x: int) -> int: ...
 def hash32(x: torch.Tensor | int) -> torch.Tensor | int:
     """Integer finaliser (lowbias32 shape) on uint32 values held in an int64 tensor (or a Python int)."""
     x = x ^ (x >> 16)
@@ -123,6 +128,7 @@ def inr_mean_reference(
         if k == 0 and clean_first:
             batch.append(coords)
         else:
+            assert hashed is not None  # made above whenever a sample is jittered
             batch.append(jittered(coords, jitter, sample_key(seed, k), hashed))
     v = torch.stack(batch)
     outs = []

@@ -26,7 +26,7 @@ from service.errors import CheckpointError
 from service.hypernet.model import HyperNet, HyperNetConfig, head_count
 
 MANIFEST_KEY = "neumeta.manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 
 
 class WidthRange(BaseModel):

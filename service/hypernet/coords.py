@@ -60,7 +60,9 @@ class CoordTable:
                           self.head_offsets, self.slots)
 
 
-def _tensor_rows(block: int, shape: tuple[int, ...], norm: float, noise: float):
+def _tensor_rows(
+    block: int, shape: tuple[int, ...], norm: float, noise: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(coords, jitter, out_scale) for one tensor: (R, D), (R, D), (R,)."""
     s0 = shape[0]
     s1 = shape[1] if len(shape) > 1 else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,7 +17,7 @@ from service.hypernet.coords import COORD_DIM, CoordTable
 
 # Widths whose band-limited input weights (1.4 MB each at hidden 128) stay cached outside autograd.
 KEPT_WIDTHS = 16
-_SCALED_W_IN = TensorMemo(per_source=KEPT_WIDTHS)  # w_in -> {table shape: scaled w_in}
+_SCALED_W_IN: TensorMemo[torch.Tensor] = TensorMemo(per_source=KEPT_WIDTHS)  # w_in -> {table shape: scaled w_in}
 
 
 class HyperNetConfig(BaseModel):
@@ -85,7 +86,7 @@ def band_limit_gains(table: CoordTable, config: HyperNetConfig) -> torch.Tensor:
     return gains
 
 
-def _at_width(memo: TensorMemo, source: torch.Tensor, table: CoordTable,
+def _at_width(memo: TensorMemo[torch.Tensor], source: torch.Tensor, table: CoordTable,
               make: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``make()``, a value derived from parameter ``source`` at ``table``'s width. In a training step
     it is made fresh (differentiable). Outside autograd it carries no graph and is kept per table shape
@@ -190,7 +191,7 @@ class HyperNet(nn.Module):
             raise ValueError("this INR already has a head per block")
         return self._each_head_repeated(blocks, {"head_per_block": True})
 
-    def _each_head_repeated(self, times: int, update: dict) -> HyperNet:
+    def _each_head_repeated(self, times: int, update: dict[str, Any]) -> HyperNet:
         """A copy whose config takes ``update`` and ``times`` as many heads, head h's parameters
         copied to heads h * times .. h * times + times - 1: the same function, the heads free to part."""
         split = HyperNet(self.config.model_copy(update={**update, "heads": self.config.heads * times}))

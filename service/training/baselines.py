@@ -17,7 +17,7 @@ from service.archs import Scope, block_names, inner_widths, morphed_blocks, tens
 
 def leading_slice(full: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """The first ``shape[d]`` entries of ``full`` along every axis d (a copy)."""
-    if full.dim() != len(shape) or any(s > f for s, f in zip(shape, full.shape)):
+    if full.dim() != len(shape) or any(s > f for s, f in zip(shape, full.shape, strict=True)):
         raise ValueError(f"cannot slice {tuple(full.shape)} down to {tuple(shape)}")
     return full[tuple(slice(0, s) for s in shape)].contiguous()
 

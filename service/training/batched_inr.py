@@ -132,17 +132,17 @@ class BatchedINR:
         sizes = [b.heads for b in plan.buckets]
 
         def by_bucket(param: torch.Tensor) -> tuple[torch.Tensor, ...]:  # bucket order, then one split
-            return param.index_select(0, plan.head_order).split(sizes)
+            return tuple(param.index_select(0, plan.head_order).split(sizes))
 
         # Biases and residual scales shaped for broadcasting over rows once, not once per bucket.
-        w_in, b_in = by_bucket(w_in), by_bucket(hn.b_in[:, None, :])  # (G, E, H), (G, 1, H)
+        w_ins, b_in = by_bucket(w_in), by_bucket(hn.b_in[:, None, :])  # (G, E, H), (G, 1, H)
         w_out, b_out = by_bucket(hn.w_out), by_bucket(hn.b_out[:, None, :])
         # (G, L, H, H), (G, L, 1, H), (G, L, 1, 1): hidden layers stay stacked; a bucket unbinds them.
         w_hid, b_hid = by_bucket(hn.w_hidden), by_bucket(hn.b_hidden[:, :, None, :])
         scales = by_bucket(hn.res_scale[:, :, None, None])
         outs = []
         for bucket, rows, wi, bi, whs, bhs, rss, wo, bo in zip(
-                plan.buckets, e.split([b.heads * b.rows for b in plan.buckets]), w_in, b_in, w_hid, b_hid, scales,
+                plan.buckets, e.split([b.heads * b.rows for b in plan.buckets]), w_ins, b_in, w_hid, b_hid, scales,
                 w_out, b_out, strict=True):
             x = torch.baddbmm(bi, rows.view(bucket.heads, bucket.rows, -1), wi).relu_()  # (G, R, H)
             for wh, bh, rs in zip(whs.unbind(1), bhs.unbind(1), rss.unbind(1), strict=True):

@@ -34,10 +34,12 @@ class OpCounter(TorchDispatchMode):
     """Counts every aten op dispatched while active (forward, backward and optimizer alike)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves this __init__ unannotated
         self.ops: Counter[str] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         self.ops[str(func.overloadpacket)] += 1
         return func(*args, **(kwargs or {}))
 
@@ -133,7 +135,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(bench_group: argparse._SubParsersAction) -> None:
+def register(bench_group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = bench_group.add_parser("train", help="the hypernetwork trainer: ms and dispatched ops per step")
     add_arguments(p)
     p.set_defaults(func=cmd_bench_train)

@@ -227,7 +227,7 @@ def dips_below_neighbours(acc_by_width: dict[int, float], tolerance: float = 1.0
     """Widths whose accuracy is more than ``tolerance`` points below both neighbours' (the issue's
     smoothness goal: an empty list means the sweep has no isolated dips)."""
     widths = sorted(acc_by_width)
-    return [w for lo, w, hi in zip(widths, widths[1:], widths[2:])
+    return [w for lo, w, hi in zip(widths, widths[1:], widths[2:], strict=False)
             if acc_by_width[w] < min(acc_by_width[lo], acc_by_width[hi]) - tolerance]
 
 

@@ -110,7 +110,7 @@ class Trainer:
             self.hn.load_state_dict(hn.state_dict())
             self.fixed = {**self.base, **{k: v.to(self.device, copy=True) for k, v in fixed.items()}}
         self.ema = copy.deepcopy(self.hn).requires_grad_(False)
-        groups = [{"params": list(self.hn.parameters()), "lr_scale": 1.0}]
+        groups: list[dict[str, Any]] = [{"params": list(self.hn.parameters()), "lr_scale": 1.0}]
         self.ema_fixed: dict[str, torch.Tensor] = {}
         if cfg.train_fixed:
             # The non-morphed layers co-adapt to the generated block (ours, not the paper's): they
@@ -268,8 +268,9 @@ class Trainer:
             self.best = {"score": score, "step": self.step, "val": {str(k): v for k, v in accs.items()}}
             # Written beside and renamed into place: a copy of the run taken at any moment (the GPU
             # session packs it every 30 s) holds whole files, never a half-written one.
-            files = {"best_ema.safetensors": ({k: v.cpu().contiguous() for k, v in self.ema.state_dict().items()},
-                                              {"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})}
+            ema = {k: v.cpu().contiguous() for k, v in self.ema.state_dict().items()}
+            files: dict[str, tuple[dict[str, torch.Tensor], dict[str, str] | None]] = {
+                "best_ema.safetensors": (ema, {"best": json.dumps(self.best), "config": json.dumps(asdict(self.cfg))})}
             if self.ema_fixed:
                 files["best_fixed.safetensors"] = ({k: v.cpu().contiguous() for k, v in self.ema_fixed.items()}, None)
             with contextlib.ExitStack() as renamed_at_exit:  # both files complete before either is renamed

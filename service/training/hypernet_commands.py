@@ -15,12 +15,16 @@ import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.errors import InvalidParameter
 from service.training import recipes
 from service.training.data import DATASETS
 from service.training.hypernet_inputs import FIXED_INITS, INR_PATHS, SCOPES, WIDTH_SAMPLINGS
 from service.training.precision import DEVICES, TRAIN_PRECISIONS, resolve_device
+
+if TYPE_CHECKING:
+    from service.training.hypernet_inputs import TrainConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--head-per-block")
     p.add_argument("--head-per-block", action="store_true",
                    help="one INR head per generated tensor (role x block) instead of per role: more parameters, "
-                        "the same work per step; with --init-from a per-role INR, each block starts from its role's head")
+                        "the same work per step; with --init-from a per-role INR, each block starts from its "
+                        "role's head")
     p.add_argument("--noise", type=float, help="coordinate noise in channels (0 = none)")
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-warmup", type=int, help="steps of linear warm-up before the cosine (default 20)")
@@ -89,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig: the recipe's keys (if any), overridden by the flags given."""
     from service.training.hypernet_inputs import TrainConfig
 
@@ -123,7 +128,7 @@ def cmd_train_hypernet(args: argparse.Namespace, launcher: str = "neumeta") -> i
     return 0
 
 
-def register(train_subparsers: argparse._SubParsersAction) -> None:
+def register(train_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = train_subparsers.add_parser("hypernet", help="train the NeuMeta INR on a permuted base model")
     add_arguments(p)
     p.set_defaults(func=cmd_train_hypernet)

@@ -60,7 +60,7 @@ def check(recipe: str, device: torch.device, widths: list[int], seed: int = 0) -
                         for g in gen.values())
             (probe + 0.1 * norm).backward()
             outs.append(out.detach())
-            grads.append({n: p.grad.detach().clone() for n, p in hn.named_parameters()})
+            grads.append({n: p.grad.detach().clone() for n, p in hn.named_parameters() if p.grad is not None})
         report["widths"][width] = {
             "output": _rel(outs[1], outs[0]),
             "gradients": max(_rel(grads[1][n], g) for n, g in grads[0].items()),
@@ -81,7 +81,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
-def register(train_subparsers: argparse._SubParsersAction) -> None:
+def register(train_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = train_subparsers.add_parser("selfcheck", help="the trainer's batched INR path against the reference, here")
     p.add_argument("--recipe", default="resnet20", help="whose INR shape is checked")
     p.add_argument("--device", default="auto", help="auto: CUDA when available")

@@ -92,7 +92,7 @@ def build_manifest(cfg: TrainConfig, splits_info: Any, base_meta: dict[str, Any]
     )
 
 
-def choose_default_samples(ckpt: Checkpoint, splits: Splits, widths: list[int], candidates=(1, 5),
+def choose_default_samples(ckpt: Checkpoint, splits: Splits, widths: list[int], candidates: tuple[int, ...] = (1, 5),
                            limit: int = 1000, margin: float = 0.1) -> tuple[int, dict[str, Any]]:
     """Smallest K whose mean VAL accuracy is within ``margin`` pt of the best K (K=1 is cheapest)."""
     scores = {}
@@ -121,7 +121,8 @@ def block_ablation(ckpt: Checkpoint, splits: Splits, widths: list[int], limit: i
     changed, accuracy_full, accuracy_cut = {}, {}, {}
 
     def predict(state: dict[str, torch.Tensor]) -> torch.Tensor:
-        return folded_model(state, info.in_channels, info.num_classes)(x).argmax(1)
+        logits: torch.Tensor = folded_model(state, info.in_channels, info.num_classes)(x)
+        return logits.argmax(1)
 
     def zeroed(state: dict[str, torch.Tensor], suffixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
         return {k: torch.zeros_like(v) if k not in ckpt.fixed and k.endswith(suffixes) else v
