@@ -48,6 +48,7 @@ import contextlib
 import itertools
 import logging
 import threading
+from typing import Any
 
 import torch
 import triton
@@ -114,7 +115,7 @@ def _fused_inr_kernel(
     tile_head_ptr, tile_start_ptr, tile_stop_ptr, keys_ptr, freq_ptr,  # schedule, (K,), (F_PAD,)
     wv_ptr, ws_ptr, wc_ptr, b_in_ptr,  # (Hd, 2DA, HP), (Hd, F_PAD*DA, HP) x2, (Hd, HP)
     wh_ptr, bh_ptr, rs_ptr, wo_ptr, bo_ptr,  # (Hd, L, HP, HP), (Hd, L, HP), (Hd, L), (Hd, HP, OP), (Hd, OP)
-    samples, D, O, sample_stride,  # sample_stride: always 0 (see RELOAD)
+    samples, D, O, sample_stride,  # noqa: E741 (the (N, D) -> (N, O) shape names); sample_stride: always 0
     L: tl.constexpr, CLEAN_FIRST: tl.constexpr, BLOCK_M: tl.constexpr, DA: tl.constexpr,
     F_PAD: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
     RELOAD: tl.constexpr,
@@ -299,7 +300,7 @@ def fused_inr_mean(
     return _per_layer(inputs, precision)
 
 
-def _per_layer(args: tuple, precision: str) -> torch.Tensor:
+def _per_layer(args: tuple[Any, ...], precision: str) -> torch.Tensor:
     """The non-fused path: the PyTorch reference on the inputs' device, one matmul per layer.
 
     "bf16" runs its matmuls under CUDA autocast (bf16 inputs, fp32 accumulation; autocast is
