@@ -138,6 +138,6 @@ def inr_mean_reference(
             continue
         rows = v[:, lo:hi].reshape(-1, dim)  # (K * R, D)
         per_chunk = max(1, MAX_ROWS_PER_CHUNK // (hi - lo)) * (hi - lo)
-        y = torch.cat([head_mlp(encode(c, num_freqs), weights, h) for c in rows.split(per_chunk)])
+        y = torch.cat([head_mlp(encode(c, num_freqs), weights, h) for c in torch.split(rows, per_chunk)])
         outs.append(y.view(samples, hi - lo, -1).mean(0) * out_scale[lo:hi, None])
     return torch.cat(outs)  # heads cover the rows in order, so this is (N, O)

@@ -116,7 +116,7 @@ def scatter(table: CoordTable, out: torch.Tensor) -> dict[str, torch.Tensor]:
     One ``split`` over the table's slots (they cover its rows in order), not a slice per tensor: in
     training, each slice's backward wrote a full (N, O) zero tensor, the split's is one ``cat``."""
     tensors = {}
-    for slot, rows in zip(table.slots, out.split([s.stop - s.start for s in table.slots]), strict=True):
+    for slot, rows in zip(table.slots, torch.split(out, [s.stop - s.start for s in table.slots]), strict=True):
         if len(slot.shape) == 1:
             tensors[slot.name] = rows[:, 0].contiguous()
         else:

@@ -132,7 +132,7 @@ class BatchedINR:
         sizes = [b.heads for b in plan.buckets]
 
         def by_bucket(param: torch.Tensor) -> tuple[torch.Tensor, ...]:  # bucket order, then one split
-            return tuple(param.index_select(0, plan.head_order).split(sizes))
+            return torch.split(param.index_select(0, plan.head_order), sizes)
 
         # Biases and residual scales shaped for broadcasting over rows once, not once per bucket.
         w_ins, b_in = by_bucket(w_in), by_bucket(hn.b_in[:, None, :])  # (G, E, H), (G, 1, H)
@@ -141,9 +141,9 @@ class BatchedINR:
         w_hid, b_hid = by_bucket(hn.w_hidden), by_bucket(hn.b_hidden[:, :, None, :])
         scales = by_bucket(hn.res_scale[:, :, None, None])
         outs = []
+        bucket_rows = torch.split(e, [b.heads * b.rows for b in plan.buckets])
         for bucket, rows, wi, bi, whs, bhs, rss, wo, bo in zip(
-                plan.buckets, e.split([b.heads * b.rows for b in plan.buckets]), w_ins, b_in, w_hid, b_hid, scales,
-                w_out, b_out, strict=True):
+                plan.buckets, bucket_rows, w_ins, b_in, w_hid, b_hid, scales, w_out, b_out, strict=True):
             x = torch.baddbmm(bi, rows.view(bucket.heads, bucket.rows, -1), wi).relu_()  # (G, R, H)
             for wh, bh, rs in zip(whs.unbind(1), bhs.unbind(1), rss.unbind(1), strict=True):
                 x = torch.addcmul(x, rs, torch.baddbmm(bh, x, wh).relu_())

@@ -27,6 +27,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
+def _gradients(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter's gradient; one that took none fails the check (see ``check``)."""
+    grads = {}
+    for name, p in module.named_parameters():
+        if p.grad is None:
+            raise RuntimeError(f"parameter {name} took no gradient")
+        grads[name] = p.grad.detach().clone()
+    return grads
+
+
 def check(recipe: str, device: torch.device, widths: list[int], seed: int = 0) -> dict[str, Any]:
     """{width: max relative error of outputs and of gradients} and ``ok``."""
     from service.training.recipes import resolve
@@ -60,7 +70,7 @@ def check(recipe: str, device: torch.device, widths: list[int], seed: int = 0) -
                         for g in gen.values())
             (probe + 0.1 * norm).backward()
             outs.append(out.detach())
-            grads.append({n: p.grad.detach().clone() for n, p in hn.named_parameters() if p.grad is not None})
+            grads.append(_gradients(hn))
         report["widths"][width] = {
             "output": _rel(outs[1], outs[0]),
             "gradients": max(_rel(grads[1][n], g) for n, g in grads[0].items()),
