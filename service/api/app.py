@@ -29,7 +29,6 @@ log = logging.getLogger("neumeta.app")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    pin_generation_threads()  # this thread sizes the catalog; the pool's workers pin themselves
     # Fail at start-up, not on the first request: a forced backend that cannot run, a bad checkpoint.
     backend = resolve_backend(settings.backend)
     catalog = Catalog.from_paths(settings.checkpoint_paths())
