@@ -104,11 +104,10 @@ def _check_output(path: Path) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from service.atomic import write_atomic
-    from service.serving.pipeline import check_dtype, pin_generation_threads, render_model
+    from service.serving.pipeline import pin_generation_threads, render_model
 
     out = Path(args.output)
-    _check_output(out)
-    check_dtype(args.dtype)
+    _check_output(out)  # --dtype was checked by argparse's choices, the rest by render_model's resolve
     start = time.perf_counter()
     ckpt = _load_for_arch(args.arch, args.checkpoint)
     pin_generation_threads()  # the bytes the service would serve for this request

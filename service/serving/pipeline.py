@@ -23,10 +23,10 @@ from service.export import GENERATOR_VERSION, build_onnx
 from service.export.calibration import activation_ranges, calibration_images
 from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import folded_state
-from service.serving.request import ModelRequest, check_dtype, resolve
+from service.serving.request import ModelRequest, resolve
 
-__all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "Generator", "ModelBlob", "check_dtype", "pin_generation_threads",
-           "render", "render_model"]
+__all__ = ["GENERATOR_VERSION", "WEIGHT_FORMATS", "Generator", "ModelBlob", "pin_generation_threads", "render",
+           "render_model"]
 
 def pin_generation_threads() -> None:
     """Give the calling thread's torch the intra-op thread count generation is defined at
