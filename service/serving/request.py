@@ -16,12 +16,17 @@ from kernels.dispatch import resolve_backend
 from service.archs import param_count
 from service.constants import BACKENDS, DEFAULT_KERNEL_PRECISION, DTYPES, MAX_SAMPLES, WEIGHT_FORMATS
 from service.errors import InvalidParameter
-from service.hypernet.checkpoint import Checkpoint
+from service.hypernet.checkpoint import Checkpoint, Manifest
 from service.hypernet.generate import check_width, resolve_samples
 from service.serving.digests import Recipe
 
 SAFETENSORS_DTYPES = ("float32", "float16")  # the int8s are ONNX quantizations
 cached_param_count = lru_cache(maxsize=1024)(param_count)  # walks every tensor spec: cached per (arch, width)
+
+
+def params_at(m: Manifest, width: int) -> int:
+    """Parameters of ``m``'s network at ``width`` (cached)."""
+    return cached_param_count(m.scope, width, m.in_channels, m.num_classes)
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,7 @@ class ModelRequest:
     @cached_property
     def params(self) -> int:
         """Parameters of the network at ``width`` (X-Model-Params, the CLI's summary line)."""
-        m = self.ckpt.manifest
-        return cached_param_count(m.scope, self.width, m.in_channels, m.num_classes)
+        return params_at(self.ckpt.manifest, self.width)
 
     @cached_property
     def cache_key(self) -> str:

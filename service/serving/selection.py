@@ -12,7 +12,7 @@ from service.hypernet.checkpoint import Checkpoint
 from service.hypernet.generate import check_width, resolve_samples
 from service.serving.catalog import Catalog
 from service.serving.families import candidates, choose
-from service.serving.request import ModelQuery, ModelRequest, cached_param_count
+from service.serving.request import ModelQuery, ModelRequest, params_at
 
 
 def sizes_files(query: ModelQuery) -> bool:
@@ -42,10 +42,9 @@ def _width(ckpt: Checkpoint, query: ModelQuery, samples: int) -> int:
         check_width(ckpt, query.width)  # WidthOutOfRange with the allowed range in the message
         return query.width
     if query.max_params is not None:
-        fits = _largest_fitting(lo, hi, lambda w: cached_param_count(m.scope, w, m.in_channels, m.num_classes),
-                                query.max_params)
+        fits = _largest_fitting(lo, hi, lambda w: params_at(m, w), query.max_params)
         if fits is None:
-            smallest = cached_param_count(m.scope, lo, m.in_channels, m.num_classes)
+            smallest = params_at(m, lo)
             raise WidthOutOfRange(f"no width of {m.arch} fits max_params={query.max_params} "
                                   f"(the smallest, width {lo}, has {smallest} parameters)")
         return fits
