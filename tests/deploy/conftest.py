@@ -5,18 +5,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from tests.deploy.loaders import ROOT
 from tests.fixtures.redis import free_port
-from tests.waiting import DEADLINE_S
+from tests.waiting import wait_until_answering
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +71,8 @@ def start_nginx(nginx_dir: Path) -> Iterator[Callable[[list[str]], str]]:
                                      "daemon off;"], stdout=out, stderr=subprocess.STDOUT)
         started.append(proc)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            try:
-                httpx.get(f"{url}/nginx-health", timeout=1)
-                return url
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"nginx did not start: {log.read_text()}")
-                time.sleep(0.05)
+        wait_until_answering(proc, f"{url}/nginx-health", log)  # nginx's own log if it dies first
+        return url
 
     yield start
     for proc in started:
